@@ -1,0 +1,77 @@
+//! Connecting to PostgreSQL, creating the database when it is missing, and migrating it.
+
+use std::time::Duration;
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+
+use crate::settings::DatabaseSettings;
+
+/// Why the database could not be made ready. Each message names the URL tried (without its
+/// password) and how to point elsewhere.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "cannot reach PostgreSQL at {url}: {source}\n\
+         Is it running? Point gigledger elsewhere with DATABASE_URL or --database-url."
+    )]
+    Unreachable { url: String, source: sqlx::Error },
+    #[error("cannot create database {url}: {source}")]
+    Create { url: String, source: sqlx::Error },
+    #[error("cannot apply migrations to {url}: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// `url` with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Creates the database if needed, applies pending migrations, and returns a pool on it.
+pub async fn prepare(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let url = settings.database_url.as_str();
+    let shown = redact(url);
+    let exists = Postgres::database_exists(url)
+        .await
+        .map_err(|source| DbError::Unreachable {
+            url: shown.clone(),
+            source,
+        })?;
+    if !exists {
+        match Postgres::create_database(url).await {
+            Ok(()) => tracing::info!(db.url = %shown, "created database"),
+            // Another process created it between our check and our create.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(source) => return Err(DbError::Create { url: shown, source }),
+        }
+    }
+    let pool = connect(settings).await?;
+    gigledger_projections::MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|source| DbError::Migrate { url: shown, source })?;
+    Ok(pool)
+}
+
+/// A pool on an existing database.
+pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&settings.database_url)
+        .await
+        .map_err(|source| DbError::Unreachable {
+            url: redact(&settings.database_url),
+            source,
+        })
+}

@@ -1,0 +1,17 @@
+//! gigledger's HTTP edge and command line.
+//!
+//! - [`cli`]: the `gigledger` command (`serve`, `migrate`).
+//! - [`settings`]: all configuration, from flags and the environment, loaded once in `main`.
+//! - [`db`]: connecting, creating the database and migrating it.
+//! - [`startup`]: building the router ([`startup::app`]) and serving it.
+//! - [`routes`]: one module per resource.
+//! - [`telemetry`]: tracing set up once.
+//!
+//! This is the only crate that knows HTTP.
+
+pub mod cli;
+pub mod db;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,3 @@
+//! One module per resource, each exposing `router()`; [`crate::startup::app`] merges them.
+
+pub mod health;

@@ -1,0 +1,17 @@
+//! The write side of gigledger.
+//!
+//! - [`store`]: the PostgreSQL event store under cqrs-es (`PgEventRepository` for the SQL,
+//!   `PgEventStore` for loading, caching, snapshots and appending).
+//! - [`scope`]: what travels beside a command through `CqrsFramework` (the expected version in,
+//!   the commit receipt out).
+//! - [`bus`]: running one command through `CqrsFramework` with bounded retries on conflicts.
+//! - [`metadata`]: the metadata every stored event carries.
+//!
+//! Which error to use: storage code returns `cqrs_es::persist::PersistenceError` (it plugs into
+//! cqrs-es); code that runs commands returns [`bus::CommandError`], which keeps the domain's own
+//! refusal intact for the API to map.
+
+pub mod bus;
+pub mod metadata;
+pub mod scope;
+pub mod store;

@@ -1,0 +1,68 @@
+//! What travels beside a command through `CqrsFramework::execute_with_metadata`.
+//!
+//! cqrs-es's `execute` returns `()`, and its metadata map is stored with the events, so neither can
+//! carry the expected version in or the new version and global position out. Both travel in a
+//! task-local scope instead: the command runs on one task from load to commit, so the event store
+//! reads the expected version in `load_aggregate` and leaves its receipt in `commit`.
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+/// What one command's commit wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitReceipt {
+    /// The aggregate's version after the command (unchanged when it wrote nothing).
+    pub version: u64,
+    /// The global position of the last event written, `None` when the command wrote nothing.
+    pub position: Option<i64>,
+    /// The ids of the events written, in order.
+    pub event_ids: Vec<Uuid>,
+}
+
+struct CommandScope {
+    expected_version: Option<u64>,
+    receipt: Mutex<Option<CommitReceipt>>,
+}
+
+tokio::task_local! {
+    static SCOPE: CommandScope;
+}
+
+/// Runs `command` (one `execute_with_metadata` call) in a scope that carries `expected_version`
+/// and collects the commit receipt.
+pub async fn run<F: Future>(
+    expected_version: Option<u64>,
+    command: F,
+) -> (F::Output, Option<CommitReceipt>) {
+    let scope = CommandScope {
+        expected_version,
+        receipt: Mutex::new(None),
+    };
+    SCOPE
+        .scope(scope, async move {
+            let output = command.await;
+            let receipt = SCOPE.with(|s| take(&s.receipt));
+            (output, receipt)
+        })
+        .await
+}
+
+/// The version the caller expects the aggregate to be at, if the command runs in a scope that says.
+pub(crate) fn expected_version() -> Option<u64> {
+    SCOPE.try_with(|s| s.expected_version).ok().flatten()
+}
+
+/// Records what the commit wrote; outside a scope there is nobody to tell, which is fine.
+pub(crate) fn record(receipt: CommitReceipt) {
+    let _outside_a_scope = SCOPE.try_with(|s| {
+        // A poisoned lock only means another holder panicked; the slot is still usable.
+        let mut slot = s.receipt.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(receipt);
+    });
+}
+
+fn take(slot: &Mutex<Option<CommitReceipt>>) -> Option<CommitReceipt> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}

@@ -1,0 +1,6 @@
+//! The write side's storage guarantees and the global log reader, against the real PostgreSQL.
+//! Every test gets a fresh, migrated database (`#[sqlx::test]`).
+
+mod common;
+mod event_store;
+mod log_reader;

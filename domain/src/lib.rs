@@ -1,0 +1,1 @@
+//! gigledger's domain: aggregates, commands, events, errors and money (being written).

@@ -1,0 +1,281 @@
+//! Reading the global log in order, without ever skipping an event.
+//!
+//! # Why not "everything after position p"
+//!
+//! `events.position` comes from a sequence at insert time, but transactions commit in any order:
+//! transaction A may take position 10 and commit after transaction B has taken 11 and committed.
+//! A reader that saw 11 and remembered "after 11" would never see 10.
+//!
+//! # What we do instead
+//!
+//! Every event also stores the id of the transaction that wrote it (`transaction_id xid8`). A
+//! reader asks for events with `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`: xmin
+//! is the oldest transaction still running, so every transaction below it has finished
+//! (committed or rolled back) and no row with such a transaction id can ever appear again. Within
+//! that settled prefix the reader orders by `(transaction_id, position)`, a total order, and its
+//! checkpoint is the last `(transaction_id, position)` it returned. Any event that becomes
+//! visible later belongs to a transaction at or above the xmin the reader saw, hence above its
+//! checkpoint's transaction id, so it sorts after the checkpoint: nothing is skipped, and nothing
+//! is returned twice.
+//!
+//! Consequences:
+//! - Events of one transaction come together, in position order; a stream's events come in
+//!   sequence order (a command that appends sequence n+1 started after n committed, so it got a
+//!   larger transaction id: the append is the first write of its transaction).
+//! - A rolled-back insert leaves a hole in the positions; the reader never waits for it.
+//! - A writer that keeps its transaction open holds every reader back (correct, never lossy).
+//!   There is no timer that skips it; instead [`oldest_open_writer_age`] feeds a metric, and
+//!   production sets `idle_in_transaction_session_timeout` so an abandoned transaction is ended.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+/// Where a reader stands in the global log: the last event it has read, in log order.
+///
+/// The zero checkpoint is before every event.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Checkpoint {
+    /// The writing transaction's id (`xid8`, epoch-extended so it never wraps).
+    pub transaction_id: i64,
+    /// The global position of the event.
+    pub position: i64,
+}
+
+impl Checkpoint {
+    /// Before the first event.
+    pub const START: Checkpoint = Checkpoint {
+        transaction_id: 0,
+        position: 0,
+    };
+}
+
+/// One stored event as the global log returns it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecordedEvent {
+    pub position: i64,
+    pub transaction_id: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub event_id: Uuid,
+    pub recorded_at: DateTime<Utc>,
+    pub hash: Vec<u8>,
+}
+
+impl RecordedEvent {
+    /// This event's place in the log; a reader that has processed it continues after it.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            transaction_id: self.transaction_id,
+            position: self.position,
+        }
+    }
+
+    /// A metadata field as text (`correlation_id`, `causation_id`, `actor_id`, ...).
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            position: row.try_get("position")?,
+            transaction_id: row.try_get("transaction_id")?,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+            event_id: row.try_get("event_id")?,
+            recorded_at: row.try_get("recorded_at")?,
+            hash: row.try_get("hash")?,
+        })
+    }
+}
+
+/// The columns every log read returns, in [`RecordedEvent`]'s shape. `xid8` has no sqlx type, so it
+/// travels as `bigint` (an xid8 fits: its epoch would have to pass 2^31 to overflow).
+macro_rules! event_columns {
+    () => {
+        "position, transaction_id::text::bigint as transaction_id, aggregate_type, aggregate_id, \
+         sequence, event_type, event_version, payload, metadata, event_id, recorded_at, hash"
+    };
+}
+
+const READ_AFTER: &str = concat!(
+    "select ",
+    event_columns!(),
+    " from events
+      where (transaction_id, position) > ($1::bigint::text::xid8, $2)
+        and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+      order by transaction_id, position
+      limit $3"
+);
+
+/// Up to `limit` events after `after`, in log order, all from transactions that have finished.
+///
+/// An empty result means nothing settled is newer than `after` *now*; call again later (after a
+/// NOTIFY on `gigledger_events`, or a poll). A database error is returned as such: the log is never
+/// reported shorter than it is.
+pub async fn read_after<'e>(
+    db: impl PgExecutor<'e>,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let rows = sqlx::query(READ_AFTER)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(RecordedEvent::from_row).collect()
+}
+
+const STREAM_EVENTS: &str = concat!(
+    "select ",
+    event_columns!(),
+    " from events
+      where aggregate_type = $1 and aggregate_id = $2 and sequence > $3
+      order by sequence
+      limit $4"
+);
+
+/// One stream's events after `after_sequence`, in sequence order (the audit view of one aggregate).
+pub async fn read_stream<'e>(
+    db: impl PgExecutor<'e>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    after_sequence: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let rows = sqlx::query(STREAM_EVENTS)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after_sequence)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(RecordedEvent::from_row).collect()
+}
+
+/// Where the event at global `position` stands in log order, if it exists (it may be a hole left
+/// by a rolled-back transaction). "Has a reader processed position p" is then a comparison of
+/// checkpoints.
+pub async fn checkpoint_of<'e>(
+    db: impl PgExecutor<'e>,
+    position: i64,
+) -> Result<Option<Checkpoint>, sqlx::Error> {
+    let row = sqlx::query(
+        "select transaction_id::text::bigint as transaction_id from events where position = $1",
+    )
+    .bind(position)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| {
+        Ok(Checkpoint {
+            transaction_id: r.try_get("transaction_id")?,
+            position,
+        })
+    })
+    .transpose()
+}
+
+/// How long the oldest transaction that has written events (or may still) has been open, in
+/// seconds; `0.0` when none is. Readers cannot pass such a transaction, so this is the metric to
+/// alert on when projections stall.
+pub async fn oldest_open_writer_age<'e>(db: impl PgExecutor<'e>) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select coalesce(extract(epoch from now() - min(xact_start))::float8, 0)
+           from pg_stat_activity
+          where backend_xid is not null and datname = current_database()",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// The problem an integrity check found: the first stored event whose hash no longer matches its
+/// contents or its predecessor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+}
+
+/// The outcome of [`verify_chain`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    /// How many events were checked.
+    pub checked: i64,
+    /// The first event (by position) that does not match, if any.
+    pub first_broken: Option<BrokenLink>,
+}
+
+impl ChainReport {
+    pub fn is_intact(&self) -> bool {
+        self.first_broken.is_none()
+    }
+}
+
+const VERIFY_CHAIN: &str = "
+with checked as (
+    select e.position, e.aggregate_type, e.aggregate_id, e.sequence,
+           (e.sequence = 1 or p.hash is not null)
+           and e.hash = event_hash(p.hash, e.position, e.aggregate_type, e.aggregate_id, e.sequence,
+                                   e.event_id, e.event_type, e.event_version, e.payload,
+                                   e.metadata, e.recorded_at) as intact
+      from events e
+      left join events p
+        on p.aggregate_type = e.aggregate_type
+       and p.aggregate_id = e.aggregate_id
+       and p.sequence = e.sequence - 1
+     where e.position between $1 and $2
+)
+select (select count(*) from checked) as checked,
+       b.position, b.aggregate_type, b.aggregate_id, b.sequence
+  from (select 1) as one
+  left join lateral (
+      select * from checked where not intact order by position limit 1
+  ) as b on true";
+
+/// Recomputes the hash chain of every event with a position in `from..=to` and reports the first
+/// event whose stored hash no longer matches its own fields and its predecessor's hash. An event
+/// edited in place breaks its own link; an event edited together with its hash breaks its
+/// successor's; a deleted event breaks its successor's.
+pub async fn verify_chain<'e>(
+    db: impl PgExecutor<'e>,
+    from: i64,
+    to: i64,
+) -> Result<ChainReport, sqlx::Error> {
+    let row = sqlx::query(VERIFY_CHAIN)
+        .bind(from)
+        .bind(to)
+        .fetch_one(db)
+        .await?;
+    let position: Option<i64> = row.try_get("position")?;
+    let first_broken = match position {
+        Some(position) => Some(BrokenLink {
+            position,
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+        }),
+        None => None,
+    };
+    Ok(ChainReport {
+        checked: row.try_get("checked")?,
+        first_broken,
+    })
+}

@@ -1,0 +1,147 @@
+//! The `gigledger` binary, started as a user starts it, against the real PostgreSQL.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gigledger-under-test");
+
+/// The server the tests administer databases on (the same variable `#[sqlx::test]` reads).
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database name no other test uses, and its URL. The database does not exist yet.
+fn fresh_database() -> (String, String) {
+    let name = format!("gigledger_cli_{}", uuid::Uuid::now_v7().simple());
+    let mut url = url::Url::parse(&admin_url()).unwrap();
+    url.set_path(&name);
+    (name, url.to_string())
+}
+
+async fn drop_database(name: &str) {
+    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+    sqlx::query(&format!("drop database if exists {name} with (force)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+fn gigledger(args: &[&str], database_url: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+fn run(args: &[&str], database_url: &str) -> Output {
+    gigledger(args, database_url).output().unwrap()
+}
+
+async fn applied_migrations(url: &str) -> Vec<(i64, String)> {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::query_as("select version, installed_on::text from _sqlx_migrations order by version")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
+    let (name, url) = fresh_database();
+
+    let first = run(&["migrate"], &url);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let after_first = applied_migrations(&url).await;
+    assert!(!after_first.is_empty());
+
+    let second = run(&["migrate"], &url);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        applied_migrations(&url).await,
+        after_first,
+        "nothing re-applied"
+    );
+
+    drop_database(&name).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_reported_with_the_url_tried_and_how_to_change_it() {
+    let url = "postgres://postgres:secret@127.0.0.1:1/nowhere";
+    let out = run(&["migrate"], url);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("127.0.0.1:1/nowhere"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(
+        !stderr.contains("secret"),
+        "the password is not printed: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn serve_prepares_its_database_and_answers_health_and_readiness() {
+    let (name, url) = fresh_database();
+    let port = free_port();
+    let server = Server(
+        gigledger(&["serve"], &url)
+            .env("GIGLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut health = None;
+    for _ in 0..200 {
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
+            health = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = health.expect("the server came up");
+    assert_eq!(health.status(), 200);
+
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["migrations"], "ok");
+
+    drop(server);
+    drop_database(&name).await;
+}
