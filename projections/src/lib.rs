@@ -6,6 +6,7 @@
 //! Read models never send commands and never write to the event store.
 
 pub mod log;
+pub mod runtime;
 
 /// The SQL migrations of the whole service (event store and read models), embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

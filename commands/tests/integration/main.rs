@@ -4,3 +4,4 @@
 mod common;
 mod event_store;
 mod log_reader;
+mod runtime;

@@ -1,0 +1,510 @@
+//! The worker runtime: one worker per named handler over the global log.
+//!
+//! A worker reads a batch after its checkpoint, hands it to the handler inside a transaction, and
+//! moves its checkpoint in the same transaction, so a crash at any instant leaves the whole batch
+//! applied or none of it. The checkpoint update is conditional on the checkpoint the batch was read
+//! after: a second runner that got there first makes this one roll back, so an event is never
+//! applied twice even if two processes run the same worker. A PostgreSQL advisory lock (held by a
+//! dedicated session) keeps that to one active runner per handler across processes; when its
+//! process dies the session ends, the lock is released, and a standby takes over at its next try.
+//!
+//! Process managers are workers too: their handler sends commands (idempotent ones) instead of
+//! writing tables, so a batch repeated after a crash changes nothing.
+//!
+//! A handler that keeps failing on one event stops its worker, with the event's position and the
+//! error stored in `projection_checkpoints` (shown by `/readyz` and `gigledger projections status`)
+//! and logged. The event is never skipped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::watch;
+
+use crate::log::{read_after, Checkpoint, RecordedEvent};
+
+/// What a handler's failure says; it is stored and logged as text.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A named consumer of the global log.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The stored name (its checkpoint row's key). Never change it: a new name starts from zero.
+    fn name(&self) -> &str;
+
+    /// Applies one batch, in log order. Writes through `tx` commit together with the checkpoint;
+    /// `tx`'s `search_path` starts with the schema the worker targets, so read-model SQL names
+    /// its tables unqualified. An error rolls the whole batch back.
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), HandlerError>;
+}
+
+/// How a worker paces itself.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Events per batch (and per transaction).
+    pub batch_size: i64,
+    /// How long to wait for a NOTIFY before looking anyway.
+    pub poll_interval: Duration,
+    /// How often a standby tries to take the lease.
+    pub lease_retry: Duration,
+    /// How often one event is tried before the worker stops on it.
+    pub max_attempts: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            lease_retry: Duration::from_secs(1),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// Where a worker writes: the live read-model schema, or the rebuild schema under another
+/// checkpoint name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub schema: &'static str,
+    pub checkpoint: String,
+}
+
+impl Target {
+    pub fn live(name: &str) -> Self {
+        Self {
+            schema: "read",
+            checkpoint: name.to_owned(),
+        }
+    }
+
+    pub fn rebuild(name: &str) -> Self {
+        Self {
+            schema: "read_rebuild",
+            checkpoint: format!("{name}#rebuild"),
+        }
+    }
+}
+
+/// Wakes workers when events are appended: one `LISTEN gigledger_events` connection per process,
+/// fanned out through a watch channel. If the listener is lost, workers keep polling.
+#[derive(Clone)]
+pub struct LogNotifier {
+    rx: watch::Receiver<u64>,
+}
+
+impl LogNotifier {
+    /// Starts listening in the background.
+    pub async fn start(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen("gigledger_events").await?;
+        let (tx, rx) = watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                match listener.recv().await {
+                    Ok(_) => {
+                        n = n.wrapping_add(1);
+                        if tx.send(n).is_err() {
+                            return; // every worker is gone
+                        }
+                    }
+                    // PgListener reconnects by itself on the next recv; pace the retries.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event notifications interrupted; workers poll meanwhile");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self { rx })
+    }
+
+    /// A notifier that never fires (workers only poll).
+    pub fn polling() -> Self {
+        let (tx, rx) = watch::channel(0u64);
+        std::mem::forget(tx); // keep the channel open: receivers then simply never change
+        Self { rx }
+    }
+
+    async fn wait(&mut self, at_most: Duration) {
+        let _woken_or_timed_out = tokio::time::timeout(at_most, self.rx.changed()).await;
+    }
+}
+
+/// The outcome of one batch attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Applied this many events.
+    Applied(usize),
+    /// Nothing settled after the checkpoint.
+    CaughtUp,
+    /// Another runner moved the checkpoint first; this batch was rolled back.
+    Overtaken,
+}
+
+/// Creates a worker's checkpoint row at the start of the log if it has none.
+pub async fn ensure_checkpoint(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into projection_checkpoints (name) values ($1) on conflict (name) do nothing",
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Where a worker stands (the start of the log if it never ran).
+pub async fn load_checkpoint(pool: &PgPool, name: &str) -> Result<Checkpoint, sqlx::Error> {
+    let row =
+        sqlx::query("select transaction_id, position from projection_checkpoints where name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    match row {
+        None => Ok(Checkpoint::START),
+        Some(row) => Ok(Checkpoint {
+            transaction_id: row.try_get("transaction_id")?,
+            position: row.try_get("position")?,
+        }),
+    }
+}
+
+/// Runs one batch: read after the checkpoint, apply, move the checkpoint, commit.
+async fn step(
+    pool: &PgPool,
+    handler: &dyn Handler,
+    target: &Target,
+    batch_size: i64,
+) -> Result<Step, StepError> {
+    let from = load_checkpoint(pool, &target.checkpoint)
+        .await
+        .map_err(StepError::Database)?;
+    let mut tx = pool.begin().await.map_err(StepError::Database)?;
+    // Read before this transaction writes anything: it has no transaction id yet, so it does not
+    // hold back its own view of the settled log.
+    let events = read_after(&mut *tx, from, batch_size)
+        .await
+        .map_err(StepError::Database)?;
+    let Some(last) = events.last() else {
+        return Ok(Step::CaughtUp);
+    };
+    let to = last.checkpoint();
+    sqlx::query("select set_config('search_path', $1, true)")
+        .bind(format!("{}, public", target.schema))
+        .execute(&mut *tx)
+        .await
+        .map_err(StepError::Database)?;
+    handler
+        .handle(&mut *tx, &events)
+        .await
+        .map_err(|e| StepError::Handler {
+            first_position: events[0].position,
+            error: e.to_string(),
+        })?;
+    let moved = sqlx::query(
+        "update projection_checkpoints
+            set transaction_id = $4, position = $5, events_applied = events_applied + $6,
+                updated_at = now(), status = 'running', failed_position = null, last_error = null
+          where name = $1 and transaction_id = $2 and position = $3",
+    )
+    .bind(&target.checkpoint)
+    .bind(from.transaction_id)
+    .bind(from.position)
+    .bind(to.transaction_id)
+    .bind(to.position)
+    .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await
+    .map_err(StepError::Database)?;
+    if moved.rows_affected() != 1 {
+        tx.rollback().await.map_err(StepError::Database)?;
+        return Ok(Step::Overtaken);
+    }
+    tx.commit().await.map_err(StepError::Database)?;
+    Ok(Step::Applied(events.len()))
+}
+
+#[derive(Debug)]
+enum StepError {
+    Database(sqlx::Error),
+    Handler { first_position: i64, error: String },
+}
+
+/// Runs `handler` until `shutdown` turns true: takes the lease, then applies batches as events
+/// arrive. Returns when shut down, or when the handler failed on one event `max_attempts` times
+/// (the failure is recorded first).
+pub async fn run_worker(
+    pool: PgPool,
+    handler: Arc<dyn Handler>,
+    target: Target,
+    config: WorkerConfig,
+    mut notifier: LogNotifier,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = target.checkpoint.clone();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        // The lease: a session-level advisory lock on a connection held for as long as we run.
+        let mut lease = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(projection.name = %name, error = %e, "cannot reach the database");
+                sleep_or_shutdown(config.lease_retry, &mut shutdown).await;
+                continue;
+            }
+        };
+        let locked: Result<bool, _> =
+            sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(format!("gigledger-worker:{name}"))
+                .fetch_one(&mut *lease)
+                .await;
+        match locked {
+            Ok(true) => {}
+            Ok(false) => {
+                drop(lease);
+                sleep_or_shutdown(config.lease_retry, &mut shutdown).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(projection.name = %name, error = %e, "lease check failed");
+                sleep_or_shutdown(config.lease_retry, &mut shutdown).await;
+                continue;
+            }
+        }
+        if let Err(e) = ensure_checkpoint(&pool, &name).await {
+            tracing::warn!(projection.name = %name, error = %e, "cannot create the checkpoint");
+            sleep_or_shutdown(config.lease_retry, &mut shutdown).await;
+            continue;
+        }
+        tracing::info!(projection.name = %name, "worker took the lease");
+        let stopped = drive(
+            &pool,
+            handler.as_ref(),
+            &target,
+            &config,
+            &mut notifier,
+            &mut shutdown,
+        )
+        .await;
+        // Closing the session releases the advisory lock even if the unlock fails.
+        let _ = sqlx::query("select pg_advisory_unlock_all()")
+            .execute(&mut *lease)
+            .await;
+        drop(lease);
+        if stopped {
+            return;
+        }
+    }
+}
+
+/// Applies batches while holding the lease. Returns true when the worker should stop for good.
+async fn drive(
+    pool: &PgPool,
+    handler: &dyn Handler,
+    target: &Target,
+    config: &WorkerConfig,
+    notifier: &mut LogNotifier,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let name = target.checkpoint.as_str();
+    let mut batch_size = config.batch_size;
+    let mut failures = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            return true;
+        }
+        let started = Instant::now();
+        match step(pool, handler, target, batch_size).await {
+            Ok(Step::Applied(n)) => {
+                failures = 0;
+                batch_size = config.batch_size;
+                metrics::counter!("gigledger_projection_events_total", "projection" => name.to_owned())
+                    .increment(n as u64);
+                metrics::histogram!("gigledger_projection_batch_seconds", "projection" => name.to_owned())
+                    .record(started.elapsed().as_secs_f64());
+            }
+            Ok(Step::Overtaken) => {
+                tracing::warn!(projection.name = %name, "another runner advanced this projection; yielding the lease");
+                return false;
+            }
+            Ok(Step::CaughtUp) => {
+                tokio::select! {
+                    () = notifier.wait(config.poll_interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(StepError::Database(e)) => {
+                tracing::warn!(projection.name = %name, error = %e, "database error; retrying");
+                sleep_or_shutdown(config.lease_retry, shutdown).await;
+                return false;
+            }
+            Err(StepError::Handler {
+                first_position,
+                error,
+            }) => {
+                // Narrow down to the one event that fails before giving up on it.
+                if batch_size > 1 {
+                    batch_size = 1;
+                    continue;
+                }
+                failures += 1;
+                tracing::error!(
+                    projection.name = %name, event.position = first_position, attempt = failures,
+                    error = %error, "projection failed to apply an event"
+                );
+                if failures >= config.max_attempts {
+                    record_failure(pool, name, first_position, &error).await;
+                    return true;
+                }
+                sleep_or_shutdown(Duration::from_millis(100 * u64::from(failures)), shutdown).await;
+            }
+        }
+    }
+}
+
+async fn record_failure(pool: &PgPool, name: &str, position: i64, error: &str) {
+    let stored = sqlx::query(
+        "update projection_checkpoints
+            set status = 'failed', failed_position = $2, last_error = $3, updated_at = now()
+          where name = $1",
+    )
+    .bind(name)
+    .bind(position)
+    .bind(error)
+    .execute(pool)
+    .await;
+    if let Err(e) = stored {
+        tracing::error!(projection.name = %name, error = %e, "could not record the projection's failure");
+    }
+}
+
+async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Applies, in batches and without a lease, every event committed before the call, and returns
+/// how many events it applied. For tests and rebuilds that must reach the end before going on.
+/// (An event can be committed yet not settled while an older transaction is still open somewhere
+/// in the cluster; then this waits for that transaction to end.)
+pub async fn catch_up(
+    pool: &PgPool,
+    handler: &dyn Handler,
+    target: &Target,
+    batch_size: i64,
+) -> Result<usize, sqlx::Error> {
+    ensure_checkpoint(pool, &target.checkpoint).await?;
+    let end: Option<(i64, i64)> = sqlx::query_as(
+        "select transaction_id::text::bigint, position from events
+          order by transaction_id desc, position desc limit 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let end = end.map_or(Checkpoint::START, |(transaction_id, position)| Checkpoint {
+        transaction_id,
+        position,
+    });
+    let mut total = 0;
+    loop {
+        match step(pool, handler, target, batch_size).await {
+            Ok(Step::Applied(n)) => total += n,
+            Ok(Step::CaughtUp) => {
+                if load_checkpoint(pool, &target.checkpoint).await? >= end {
+                    return Ok(total);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(Step::Overtaken) => {}
+            Err(StepError::Database(e)) => return Err(e),
+            Err(StepError::Handler {
+                first_position,
+                error,
+            }) => {
+                return Err(sqlx::Error::Protocol(format!(
+                    "{} failed at or after position {first_position}: {error}",
+                    handler.name()
+                )))
+            }
+        }
+    }
+}
+
+/// One worker's state, for `/readyz`, `gigledger projections status` and metrics.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub position: i64,
+    pub events_applied: i64,
+    /// Settled events not applied yet.
+    pub lag_events: i64,
+    /// Age of the oldest event not applied yet (0 when caught up).
+    pub lag_seconds: f64,
+    pub status: String,
+    pub failed_position: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Every worker's state.
+pub async fn statuses(pool: &PgPool) -> Result<Vec<WorkerStatus>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select c.name, c.position, c.events_applied, c.status, c.failed_position, c.last_error,
+                lag.events as lag_events,
+                coalesce(extract(epoch from now() - lag.oldest)::float8, 0) as lag_seconds
+           from projection_checkpoints c
+           cross join lateral (
+               select count(*) as events, min(e.recorded_at) as oldest
+                 from events e
+                where (e.transaction_id, e.position)
+                      > (c.transaction_id::text::xid8, c.position)
+                  and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+           ) lag
+          order by c.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(WorkerStatus {
+                name: r.try_get("name")?,
+                position: r.try_get("position")?,
+                events_applied: r.try_get("events_applied")?,
+                lag_events: r.try_get("lag_events")?,
+                lag_seconds: r.try_get("lag_seconds")?,
+                status: r.try_get("status")?,
+                failed_position: r.try_get("failed_position")?,
+                last_error: r.try_get("last_error")?,
+            })
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the worker `name` has applied the event at global `position`. Returns
+/// false on timeout. An unknown position (never written, or rolled back) is never reached.
+pub async fn wait_for_position(
+    pool: &PgPool,
+    name: &str,
+    position: i64,
+    timeout: Duration,
+) -> Result<bool, sqlx::Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(target) = crate::log::checkpoint_of(pool, position).await? {
+            if load_checkpoint(pool, name).await? >= target {
+                return Ok(true);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
