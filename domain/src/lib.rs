@@ -1,1 +1,43 @@
-//! gigledger's domain: aggregates, commands, events, errors and money (being written).
+//! gigledger's domain: the gig, contract and escrow aggregates with their commands, events and
+//! errors, plus money, typed ids, actors and the payment gateway port.
+//!
+//! What belongs here is pure decision logic: given an aggregate's past events and a command,
+//! which new events happen or why the command is refused. Nothing here does I/O, reads a clock
+//! or knows about HTTP or SQL: commands carry their time (`at`) and the ids of what they create,
+//! so every decision is deterministic and testable. The one outside effect, charging a client,
+//! goes through the [`PaymentGateway`] trait, implemented elsewhere (or by [`SimulatedGateway`]).
+//!
+//! Which error to use where: each aggregate has its own error enum (one variant per rule);
+//! [`ErrorKind`] classifies any of them for the layers above.
+
+#![warn(missing_docs)]
+
+pub mod actor;
+pub mod contract;
+pub mod error;
+pub mod escrow;
+pub mod gateway;
+pub mod gig;
+pub mod ids;
+pub mod money;
+mod validate;
+
+pub use actor::{Actor, Role, SYSTEM_USER_ID};
+pub use contract::{
+    Contract, ContractCommand, ContractError, ContractEvent, ContractStatus, ContractTerms,
+    MilestoneStatus, Party,
+};
+pub use error::{DomainError, ErrorKind};
+pub use escrow::{
+    Escrow, EscrowCloseReason, EscrowCommand, EscrowError, EscrowEvent, EscrowServices,
+    JournalLine, MilestoneBalance, ScheduledMilestone,
+};
+pub use gateway::{
+    ChargeReceipt, ChargeReference, ChargeRequest, GatewayError, GatewayMode, PaymentGateway,
+    SimulatedGateway,
+};
+pub use gig::{
+    Budget, Gig, GigCommand, GigError, GigEvent, GigStatus, MilestoneTerms, ProposalStatus,
+};
+pub use ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
+pub use money::{Currency, FeeSplit, Money, MoneyError, BPS_PER_WHOLE};

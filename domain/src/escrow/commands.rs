@@ -1,0 +1,172 @@
+//! What can be asked of an escrow. Only `Deposit` comes from a person (the client funding a
+//! milestone); everything else is a process step sent as [`Actor::system`], following the
+//! contract's events. Every command carries `at`, the command's time.
+//!
+//! The constructors at the bottom turn the events that trigger an escrow step into the command,
+//! so the command service's follow-ups and the process managers build them one way.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::events::{EscrowCloseReason, ScheduledMilestone};
+use crate::actor::Actor;
+use crate::contract::ContractEvent;
+use crate::gig::GigEvent;
+use crate::ids::{ContractId, MilestoneId, UserId};
+use crate::money::{Currency, Money};
+
+/// A request to move money in an escrow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EscrowCommand {
+    /// Process (on `ProposalAccepted`): open the contract's escrow. Repeating it is a no-op.
+    OpenEscrow {
+        /// The contract (and this stream's id).
+        contract_id: ContractId,
+        /// Who deposits.
+        client_id: UserId,
+        /// Who is paid.
+        freelancer_id: UserId,
+        /// The currency of every amount.
+        currency: Currency,
+        /// What each milestone will hold.
+        milestones: Vec<ScheduledMilestone>,
+        /// Platform fee in basis points.
+        fee_bps: u32,
+        /// Must be the system.
+        actor: Actor,
+        /// The command's time.
+        at: DateTime<Utc>,
+    },
+    /// The client funds a milestone: the gateway is charged first, with `idempotency_key`.
+    ///
+    /// The key is what stops double charges, so two concurrent fund requests for one
+    /// milestone must not carry different keys (only one deposit can be written; the other
+    /// charge would be left over): use the request's `Idempotency-Key`, and serialise fund
+    /// requests per milestone or derive the key from the contract and milestone.
+    Deposit {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// Passed to the gateway so a retried request never charges twice (1–255 characters).
+        idempotency_key: String,
+        /// The escrow's client.
+        actor: Actor,
+        /// The command's time.
+        at: DateTime<Utc>,
+    },
+    /// Process (on `MilestoneApproved`): pay the held amount out, less the fee. A no-op if it
+    /// was already released.
+    Release {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// Must be the system.
+        actor: Actor,
+        /// The command's time.
+        at: DateTime<Utc>,
+    },
+    /// Process (on `DisputeOpened`): freeze the milestone's funds. A no-op if already frozen.
+    Freeze {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// Must be the system.
+        actor: Actor,
+        /// The command's time.
+        at: DateTime<Utc>,
+    },
+    /// Process (on `DisputeResolved`): split a frozen milestone's funds. A no-op if already
+    /// settled.
+    Settle {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// To the freelancer, before the fee; ≥ 0.
+        release: Money,
+        /// To the client; ≥ 0; `release + refund` must equal the held amount.
+        refund: Money,
+        /// Must be the system.
+        actor: Actor,
+        /// The command's time.
+        at: DateTime<Utc>,
+    },
+    /// Process (on `ContractCancelled`): refund every held, unfrozen milestone and close the
+    /// escrow. A no-op once closed.
+    RefundUnreleased {
+        /// Why the escrow closes.
+        reason: EscrowCloseReason,
+        /// Must be the system.
+        actor: Actor,
+        /// The command's time.
+        at: DateTime<Utc>,
+    },
+}
+
+impl EscrowCommand {
+    /// `OpenEscrow` for a `ProposalAccepted` event (the escrow's id is its `contract_id`);
+    /// `None` for any other gig event.
+    #[must_use]
+    pub fn open_from_acceptance(event: &GigEvent, at: DateTime<Utc>) -> Option<Self> {
+        match event {
+            GigEvent::ProposalAccepted {
+                contract_id,
+                client_id,
+                freelancer_id,
+                currency,
+                milestones,
+                fee_bps,
+                ..
+            } => Some(Self::OpenEscrow {
+                contract_id: *contract_id,
+                client_id: *client_id,
+                freelancer_id: *freelancer_id,
+                currency: *currency,
+                milestones: milestones
+                    .iter()
+                    .map(|milestone| ScheduledMilestone {
+                        milestone_id: milestone.milestone_id,
+                        amount: milestone.amount,
+                    })
+                    .collect(),
+                fee_bps: *fee_bps,
+                actor: Actor::system(),
+                at,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The escrow step a contract event triggers (on the escrow with the contract's id):
+    /// `MilestoneApproved` → `Release`, `DisputeOpened` → `Freeze`, `DisputeResolved` →
+    /// `Settle`, `ContractCancelled` → `RefundUnreleased`; `None` for the others.
+    #[must_use]
+    pub fn follow_up_to_contract(event: &ContractEvent, at: DateTime<Utc>) -> Option<Self> {
+        let actor = Actor::system();
+        match event {
+            ContractEvent::MilestoneApproved { milestone_id, .. } => Some(Self::Release {
+                milestone_id: *milestone_id,
+                actor,
+                at,
+            }),
+            ContractEvent::DisputeOpened { milestone_id, .. } => Some(Self::Freeze {
+                milestone_id: *milestone_id,
+                actor,
+                at,
+            }),
+            ContractEvent::DisputeResolved {
+                milestone_id,
+                release,
+                refund,
+                ..
+            } => Some(Self::Settle {
+                milestone_id: *milestone_id,
+                release: *release,
+                refund: *refund,
+                actor,
+                at,
+            }),
+            ContractEvent::ContractCancelled { .. } => Some(Self::RefundUnreleased {
+                reason: EscrowCloseReason::ContractCancelled,
+                actor,
+                at,
+            }),
+            _ => None,
+        }
+    }
+}
