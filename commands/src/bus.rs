@@ -6,6 +6,7 @@ use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
 use crate::metadata::CommandMetadata;
 use crate::scope::{self, CommitReceipt};
 use crate::store::{PgEventRepository, PgEventStore, StoreConfig};
+use uuid::Uuid;
 
 /// How often a command without an expected version is retried after losing a race for the next
 /// sequence number before the conflict is reported.
@@ -36,10 +37,18 @@ impl<E: std::error::Error> CommandError<E> {
     }
 }
 
+/// What a command wrote: the receipt and the events, each with its stored id.
+#[derive(Clone, Debug)]
+pub struct Committed<E> {
+    pub receipt: CommitReceipt,
+    pub events: Vec<(Uuid, E)>,
+}
+
 /// One aggregate type's command runner.
 pub struct CommandBus<A>
 where
     A: Aggregate + Clone,
+    A::Event: 'static,
 {
     cqrs: CqrsFramework<A, PgEventStore<A>>,
     store: PgEventStore<A>,
@@ -49,6 +58,7 @@ impl<A> CommandBus<A>
 where
     A: Aggregate + Clone,
     A::Command: Clone,
+    A::Event: 'static,
 {
     pub fn new(repo: PgEventRepository, config: StoreConfig, services: A::Services) -> Self {
         Self::with_store(PgEventStore::new(repo, config), services)
@@ -70,18 +80,20 @@ where
         command: A::Command,
         metadata: &CommandMetadata,
         expected_version: Option<u64>,
-    ) -> Result<CommitReceipt, CommandError<A::Error>> {
+    ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
         let mut attempt = 1;
         loop {
             let run =
                 self.cqrs
                     .execute_with_metadata(aggregate_id, command.clone(), metadata.to_map());
-            let (result, receipt) = scope::run(expected_version, run).await;
+            let (result, receipt, events) = scope::run::<_, A::Event>(expected_version, run).await;
             match result {
                 Ok(()) => {
-                    return receipt.ok_or_else(|| {
+                    let receipt = receipt.ok_or_else(|| {
                         CommandError::Store("the store committed without a receipt".to_owned())
-                    })
+                    })?;
+                    let events = receipt.event_ids.iter().copied().zip(events).collect();
+                    return Ok(Committed { receipt, events });
                 }
                 Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
                 Err(AggregateError::AggregateConflict)
@@ -104,7 +116,8 @@ where
     /// The current state of one aggregate and its version (from the cache when warm).
     pub async fn load(&self, aggregate_id: &str) -> Result<(A, u64), CommandError<A::Error>> {
         use cqrs_es::EventStore;
-        let (result, _) = scope::run(None, self.store.load_aggregate(aggregate_id)).await;
+        let (result, _, _) =
+            scope::run::<_, A::Event>(None, self.store.load_aggregate(aggregate_id)).await;
         match result {
             Ok(mut context) => {
                 let version = context.version();

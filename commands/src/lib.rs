@@ -6,12 +6,19 @@
 //!   the commit receipt out).
 //! - [`bus`]: running one command through `CqrsFramework` with bounded retries on conflicts.
 //! - [`metadata`]: the metadata every stored event carries.
+//! - [`services`]: one entry point per command (authorised by the domain), running the follow-up
+//!   steps of cross-aggregate effects before answering.
+//! - [`process`]: the process managers (workers over the global log) and the due-timer runner.
+//! - [`clock`]: injectable time.
 //!
 //! Which error to use: storage code returns `cqrs_es::persist::PersistenceError` (it plugs into
 //! cqrs-es); code that runs commands returns [`bus::CommandError`], which keeps the domain's own
 //! refusal intact for the API to map.
 
 pub mod bus;
+pub mod clock;
 pub mod metadata;
+pub mod process;
 pub mod scope;
+pub mod services;
 pub mod store;

@@ -5,6 +5,7 @@
 //! task-local scope instead: the command runs on one task from load to commit, so the event store
 //! reads the expected version in `load_aggregate` and leaves its receipt in `commit`.
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -24,6 +25,8 @@ pub struct CommitReceipt {
 struct CommandScope {
     expected_version: Option<u64>,
     receipt: Mutex<Option<CommitReceipt>>,
+    /// The committed events, as `Vec<A::Event>` of the aggregate that ran.
+    events: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 tokio::task_local! {
@@ -32,19 +35,24 @@ tokio::task_local! {
 
 /// Runs `command` (one `execute_with_metadata` call) in a scope that carries `expected_version`
 /// and collects the commit receipt.
-pub async fn run<F: Future>(
+pub async fn run<F: Future, E: 'static>(
     expected_version: Option<u64>,
     command: F,
-) -> (F::Output, Option<CommitReceipt>) {
+) -> (F::Output, Option<CommitReceipt>, Vec<E>) {
     let scope = CommandScope {
         expected_version,
         receipt: Mutex::new(None),
+        events: Mutex::new(None),
     };
     SCOPE
         .scope(scope, async move {
             let output = command.await;
-            let receipt = SCOPE.with(|s| take(&s.receipt));
-            (output, receipt)
+            let (receipt, events) = SCOPE.with(|s| (take(&s.receipt), take(&s.events)));
+            let events = events
+                .and_then(|e| e.downcast::<Vec<E>>().ok())
+                .map(|e| *e)
+                .unwrap_or_default();
+            (output, receipt, events)
         })
         .await
 }
@@ -55,14 +63,18 @@ pub(crate) fn expected_version() -> Option<u64> {
 }
 
 /// Records what the commit wrote; outside a scope there is nobody to tell, which is fine.
-pub(crate) fn record(receipt: CommitReceipt) {
+pub(crate) fn record<E: Send + 'static>(receipt: CommitReceipt, events: Vec<E>) {
     let _outside_a_scope = SCOPE.try_with(|s| {
-        // A poisoned lock only means another holder panicked; the slot is still usable.
-        let mut slot = s.receipt.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(receipt);
+        put(&s.receipt, receipt);
+        put(&s.events, Box::new(events) as Box<dyn Any + Send>);
     });
 }
 
-fn take(slot: &Mutex<Option<CommitReceipt>>) -> Option<CommitReceipt> {
+// A poisoned lock only means another holder panicked; the slot is still usable.
+fn put<T>(slot: &Mutex<Option<T>>, value: T) {
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+}
+
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }

@@ -629,6 +629,7 @@ where
 impl<A> EventStore<A> for PgEventStore<A>
 where
     A: Aggregate + Clone,
+    A::Event: 'static,
 {
     type AC = StoreContext<A>;
 
@@ -687,11 +688,14 @@ where
             version,
         } = context;
         if events.is_empty() {
-            scope::record(CommitReceipt {
-                version,
-                position: None,
-                event_ids: Vec::new(),
-            });
+            scope::record(
+                CommitReceipt {
+                    version,
+                    position: None,
+                    event_ids: Vec::new(),
+                },
+                Vec::<A::Event>::new(),
+            );
             return Ok(Vec::new());
         }
         let metadata_json = serde_json::to_value(&metadata)?;
@@ -740,11 +744,14 @@ where
             }
         };
         self.remember(&aggregate_id, aggregate, new_version);
-        scope::record(CommitReceipt {
-            version: new_version,
-            position: appended.last().map(|a| a.position),
-            event_ids: new_events.iter().map(|e| e.event_id).collect(),
-        });
+        scope::record(
+            CommitReceipt {
+                version: new_version,
+                position: appended.last().map(|a| a.position),
+                event_ids: new_events.iter().map(|e| e.event_id).collect(),
+            },
+            events.clone(),
+        );
         let first_sequence = usize::try_from(version + 1)
             .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         let envelopes = events

@@ -200,7 +200,7 @@ async fn step(
         .await
         .map_err(StepError::Database)?;
     handler
-        .handle(&mut *tx, &events)
+        .handle(&mut tx, &events)
         .await
         .map_err(|e| StepError::Handler {
             first_position: events[0].position,

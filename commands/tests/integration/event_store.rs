@@ -107,7 +107,8 @@ async fn a_command_with_a_stale_expected_version_is_a_conflict_and_writes_nothin
     let first = tally
         .execute("t1", TallyCommand::Add(1), &meta(), Some(0))
         .await
-        .unwrap();
+        .unwrap()
+        .receipt;
     assert_eq!(first.version, 1);
     tally
         .execute("t1", TallyCommand::Add(1), &meta(), Some(1))
@@ -147,7 +148,8 @@ async fn two_processes_with_warm_caches_race_and_both_land_through_retries(pool:
     let receipt = two
         .execute("t1", TallyCommand::Add(100), &meta(), None)
         .await
-        .unwrap();
+        .unwrap()
+        .receipt;
     assert_eq!(receipt.version, 3);
 
     // With an expected version there is no retry: the stale writer is told.
@@ -189,7 +191,8 @@ async fn a_receipt_gives_the_new_version_and_the_position_of_the_last_event(pool
     let receipt = tally
         .execute("t1", TallyCommand::AddMany(vec![1, 2, 3]), &meta(), None)
         .await
-        .unwrap();
+        .unwrap()
+        .receipt;
     assert_eq!(receipt.version, 3);
     assert_eq!(receipt.event_ids.len(), 3);
     let last: i64 = sqlx::query_scalar("select max(position) from events")
@@ -201,7 +204,8 @@ async fn a_receipt_gives_the_new_version_and_the_position_of_the_last_event(pool
     let nothing = tally
         .execute("t1", TallyCommand::Nothing, &meta(), None)
         .await
-        .unwrap();
+        .unwrap()
+        .receipt;
     assert_eq!((nothing.version, nothing.position), (3, None));
 }
 
@@ -315,7 +319,8 @@ async fn every_appended_event_carries_event_id_correlation_causation_actor_and_t
     let receipt = tally
         .execute("t1", TallyCommand::Add(1), &metadata, None)
         .await
-        .unwrap();
+        .unwrap()
+        .receipt;
 
     let (event_id, correlation, causation, stored): (
         uuid::Uuid,

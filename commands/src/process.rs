@@ -1,0 +1,309 @@
+//! Process managers: workers over the global log (the runtime of `projections`), one per row of
+//! the process table in `shared/DOMAIN.md`, each with its own checkpoint. They send commands
+//! instead of writing read models; every command carries the triggering event's id as
+//! `causation_id`, and the domain answers a repeated step with no events, so handling an event
+//! twice (after a crash, or after the command service already ran the step) changes nothing.
+//!
+//! The two timed rows (auto-approval, revealing reviews) write a row in `due_timers` in the same
+//! transaction as their checkpoint; [`TimerRunner`] fires due rows by the injectable clock.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use gigledger_domain::{Actor, ContractCommand, ContractEvent, ContractId, EscrowEvent, GigEvent};
+use gigledger_projections::log::RecordedEvent;
+use gigledger_projections::runtime::{Handler, HandlerError};
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::metadata::CommandMetadata;
+use crate::services::{follow_ups, AnyEvent, FollowUp, Services};
+
+/// Decodes a stored event of one of our aggregates; `None` for other aggregate types.
+pub fn decode(event: &RecordedEvent) -> Result<Option<AnyEvent>, serde_json::Error> {
+    let payload = event.payload.clone();
+    Ok(Some(match event.aggregate_type.as_str() {
+        "gig" => AnyEvent::Gig(serde_json::from_value::<GigEvent>(payload)?),
+        "contract" => AnyEvent::Contract(serde_json::from_value::<ContractEvent>(payload)?),
+        "escrow" => AnyEvent::Escrow(serde_json::from_value::<EscrowEvent>(payload)?),
+        _ => return Ok(None),
+    }))
+}
+
+/// Which row of the process table a worker runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Process {
+    /// ProposalAccepted → StartContract, OpenEscrow
+    StartContract,
+    /// FundsDeposited → MarkMilestoneFunded
+    MarkFunded,
+    /// MilestoneApproved → Release
+    Release,
+    /// DisputeOpened → Freeze
+    Freeze,
+    /// DisputeResolved → Settle
+    Settle,
+    /// ContractCancelled → RefundUnreleased
+    Refund,
+    /// MilestoneSubmitted → a due timer for AutoApproveMilestone
+    AutoApproveTimer,
+    /// ContractCompleted → a due timer for RevealReviews
+    RevealReviewsTimer,
+}
+
+impl Process {
+    pub const ALL: [Process; 8] = [
+        Process::StartContract,
+        Process::MarkFunded,
+        Process::Release,
+        Process::Freeze,
+        Process::Settle,
+        Process::Refund,
+        Process::AutoApproveTimer,
+        Process::RevealReviewsTimer,
+    ];
+
+    /// The stored checkpoint name: never change it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Process::StartContract => "pm_start_contract",
+            Process::MarkFunded => "pm_mark_funded",
+            Process::Release => "pm_release",
+            Process::Freeze => "pm_freeze",
+            Process::Settle => "pm_settle",
+            Process::Refund => "pm_refund",
+            Process::AutoApproveTimer => "pm_auto_approve_timer",
+            Process::RevealReviewsTimer => "pm_reveal_reviews_timer",
+        }
+    }
+
+    /// The event type this process reacts to.
+    fn trigger(self) -> &'static str {
+        match self {
+            Process::StartContract => "ProposalAccepted",
+            Process::MarkFunded => "FundsDeposited",
+            Process::Release => "MilestoneApproved",
+            Process::Freeze => "DisputeOpened",
+            Process::Settle => "DisputeResolved",
+            Process::Refund => "ContractCancelled",
+            Process::AutoApproveTimer => "MilestoneSubmitted",
+            Process::RevealReviewsTimer => "ContractCompleted",
+        }
+    }
+}
+
+/// One process manager.
+pub struct ProcessManager {
+    process: Process,
+    services: Arc<Services>,
+}
+
+impl ProcessManager {
+    pub fn new(process: Process, services: Arc<Services>) -> Self {
+        Self { process, services }
+    }
+
+    /// Every process manager, ready for the runtime.
+    pub fn all(services: &Arc<Services>) -> Vec<Arc<dyn Handler>> {
+        Process::ALL
+            .into_iter()
+            .map(|p| Arc::new(Self::new(p, services.clone())) as Arc<dyn Handler>)
+            .collect()
+    }
+}
+
+/// The metadata of a step caused by `event`: same request, the event as cause, the system as actor.
+fn caused_by(event: &RecordedEvent, at: DateTime<Utc>) -> CommandMetadata {
+    let correlation = event
+        .metadata_str("correlation_id")
+        .map_or_else(|| event.event_id.to_string(), str::to_owned);
+    CommandMetadata::for_process(correlation, event.event_id, at)
+}
+
+#[async_trait::async_trait]
+impl Handler for ProcessManager {
+    fn name(&self) -> &str {
+        self.process.name()
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), HandlerError> {
+        for event in events {
+            if event.event_type != self.process.trigger() {
+                continue;
+            }
+            let Some(decoded) = decode(event)? else {
+                continue;
+            };
+            let at = self.services.now();
+            match (&self.process, &decoded) {
+                (
+                    Process::AutoApproveTimer,
+                    AnyEvent::Contract(ContractEvent::MilestoneSubmitted {
+                        milestone_id,
+                        review_due_at,
+                        ..
+                    }),
+                ) => {
+                    let key = format!("auto_approve:{}:{}", event.aggregate_id, milestone_id);
+                    schedule(
+                        tx,
+                        &key,
+                        "auto_approve",
+                        event,
+                        Some(milestone_id.0),
+                        *review_due_at,
+                    )
+                    .await?;
+                }
+                (
+                    Process::RevealReviewsTimer,
+                    AnyEvent::Contract(ContractEvent::ContractCompleted { completed_at }),
+                ) => {
+                    let key = format!("reveal_reviews:{}", event.aggregate_id);
+                    let due = gigledger_domain::contract::review_period_ends_at(*completed_at)
+                        .ok_or("review period end out of range")?;
+                    schedule(tx, &key, "reveal_reviews", event, None, due).await?;
+                }
+                _ => {
+                    for step in follow_ups(&event.aggregate_id, &decoded, at) {
+                        self.services
+                            .run_follow_up(step, &caused_by(event, at))
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets (or moves, on resubmission) a timer. A later submission's due time replaces an earlier
+/// one; firing at a stale time is harmless because the domain checks the window itself.
+async fn schedule(
+    tx: &mut PgConnection,
+    key: &str,
+    kind: &str,
+    event: &RecordedEvent,
+    milestone: Option<Uuid>,
+    due_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let contract: Uuid = event
+        .aggregate_id
+        .parse()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let correlation = event
+        .metadata_str("correlation_id")
+        .map_or_else(|| event.event_id.to_string(), str::to_owned);
+    sqlx::query(
+        "insert into due_timers (timer_key, kind, contract_id, milestone_id, due_at, causation_id,
+                                 correlation_id)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         on conflict (timer_key) do update
+            set due_at = excluded.due_at, causation_id = excluded.causation_id,
+                correlation_id = excluded.correlation_id, fired_at = null
+          where due_timers.causation_id <> excluded.causation_id",
+    )
+    .bind(key)
+    .bind(kind)
+    .bind(contract)
+    .bind(milestone)
+    .bind(due_at)
+    .bind(event.event_id)
+    .bind(correlation)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Fires due timers by the injectable clock.
+pub struct TimerRunner {
+    pool: PgPool,
+    services: Arc<Services>,
+    clock: Arc<dyn Clock>,
+}
+
+impl TimerRunner {
+    pub fn new(pool: PgPool, services: Arc<Services>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            pool,
+            services,
+            clock,
+        }
+    }
+
+    /// Fires every timer due by the clock's now, and returns how many fired. Each is taken with
+    /// `for update skip locked`, so concurrent runners (other processes) never fire one twice at
+    /// once; and firing is idempotent anyway.
+    pub async fn fire_due(&self) -> Result<usize, HandlerError> {
+        let mut fired = 0;
+        loop {
+            let now = self.clock.now();
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(
+                "select timer_key, kind, contract_id, milestone_id, causation_id, correlation_id
+                   from due_timers
+                  where fired_at is null and due_at <= $1
+                  order by due_at
+                  limit 1
+                    for update skip locked",
+            )
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                tx.commit().await?;
+                return Ok(fired);
+            };
+            let key: String = row.try_get("timer_key")?;
+            let kind: String = row.try_get("kind")?;
+            let contract = ContractId(row.try_get("contract_id")?);
+            let milestone: Option<Uuid> = row.try_get("milestone_id")?;
+            let causation: Uuid = row.try_get("causation_id")?;
+            let correlation: String = row.try_get("correlation_id")?;
+            let metadata = CommandMetadata::for_process(correlation, causation, now);
+            let command = match (kind.as_str(), milestone) {
+                ("auto_approve", Some(m)) => ContractCommand::AutoApproveMilestone {
+                    milestone_id: gigledger_domain::MilestoneId(m),
+                    actor: Actor::system(),
+                    at: now,
+                },
+                _ => ContractCommand::RevealReviews {
+                    actor: Actor::system(),
+                    at: now,
+                },
+            };
+            self.services
+                .run_follow_up(FollowUp::Contract(contract, command), &metadata)
+                .await?;
+            sqlx::query("update due_timers set fired_at = $2 where timer_key = $1")
+                .bind(&key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            fired += 1;
+        }
+    }
+
+    /// Fires due timers every `interval` until `shutdown` turns true.
+    pub async fn run(
+        self,
+        interval: std::time::Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            if let Err(e) = self.fire_due().await {
+                tracing::warn!(error = %e, "firing due timers failed; retrying");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

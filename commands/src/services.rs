@@ -1,0 +1,486 @@
+//! Command services: the one entry point for every command, whoever sends it.
+//!
+//! A service call loads the aggregate, lets the domain decide (authorisation included: the
+//! command carries its actor), appends, and then runs the follow-up steps the committed events
+//! call for (`shared/API.md`, "Effects across aggregates are complete when a command answers"), so
+//! the caller's next step works at once. The answer's `position` covers every event written,
+//! follow-ups included. The process managers ([`crate::process`]) run the same follow-ups from the
+//! log; whichever comes second finds the work done (the domain treats repeated process commands as
+//! no-ops), so a crash between the steps is completed exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use gigledger_domain::{
+    Contract, ContractCommand, ContractError, ContractEvent, ContractId, DomainError, ErrorKind,
+    Escrow, EscrowCommand, EscrowError, EscrowEvent, EscrowServices, GatewayError, Gig, GigCommand,
+    GigError, GigEvent, GigId, PaymentGateway,
+};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::bus::{CommandBus, CommandError, Committed};
+use crate::clock::Clock;
+use crate::metadata::CommandMetadata;
+use crate::store::{PgEventRepository, StoreConfig};
+
+/// How the services are set up.
+#[derive(Clone, Debug)]
+pub struct ServicesConfig {
+    /// Platform fee in basis points, fixed into each contract's terms when a proposal is accepted.
+    pub fee_bps: u32,
+    /// Days a client has to review a submitted milestone before it is approved automatically.
+    pub review_window_days: u32,
+    /// Change requests allowed per milestone.
+    pub max_revisions: u32,
+    /// How long a charge may take before it counts as failed (nothing is written then).
+    pub gateway_timeout: Duration,
+    /// Storage of each aggregate type.
+    pub gig_store: StoreConfig,
+    pub contract_store: StoreConfig,
+    pub escrow_store: StoreConfig,
+    /// Run follow-up steps before answering (off only in tests that simulate a crash between the
+    /// steps, leaving the follow-ups to the process managers).
+    pub run_follow_ups: bool,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            fee_bps: gigledger_domain::contract::DEFAULT_FEE_BPS,
+            review_window_days: gigledger_domain::contract::DEFAULT_REVIEW_WINDOW_DAYS,
+            max_revisions: gigledger_domain::contract::DEFAULT_MAX_REVISIONS,
+            gateway_timeout: Duration::from_secs(10),
+            gig_store: StoreConfig::default(),
+            contract_store: StoreConfig::default(),
+            escrow_store: StoreConfig::default(),
+            run_follow_ups: true,
+        }
+    }
+}
+
+/// Who asked, within which request, expecting which version.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    /// `X-Request-Id`, or a new id.
+    pub correlation_id: Option<String>,
+    /// `If-Match`: the aggregate's version the caller decided on.
+    pub expected_version: Option<u64>,
+}
+
+impl RequestContext {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// What a successful command answers: `{ id, version, position }` of API.md.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The aggregate the command was sent to.
+    pub id: String,
+    /// Its version after the command.
+    pub version: u64,
+    /// The global position of the last event written by the command and its follow-ups (`None`
+    /// when nothing was written).
+    pub position: Option<i64>,
+    /// The types of the events the command itself wrote.
+    pub events: Vec<String>,
+}
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Gig(#[from] GigError),
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    #[error(transparent)]
+    Escrow(#[from] EscrowError),
+    /// A stale `If-Match`, or an aggregate that kept changing under every retry.
+    #[error("the {aggregate_type} changed meanwhile; reload it and try again")]
+    Conflict { aggregate_type: &'static str },
+    /// Storage failed: not the caller's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// How the API should classify it (`None`: an internal failure).
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Self::Gig(e) => Some(e.kind()),
+            Self::Contract(e) => Some(e.kind()),
+            Self::Escrow(e) => Some(e.kind()),
+            Self::Conflict { .. } => Some(ErrorKind::Conflict),
+            Self::Internal(_) => None,
+        }
+    }
+
+    /// The input field a validation error is about.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::Gig(e) => DomainError::field(e),
+            Self::Contract(e) => DomainError::field(e),
+            Self::Escrow(e) => DomainError::field(e),
+            Self::Conflict { .. } | Self::Internal(_) => None,
+        }
+    }
+}
+
+fn from_bus<E>(e: CommandError<E>) -> ServiceError
+where
+    E: std::error::Error + Into<ServiceError>,
+{
+    match e {
+        CommandError::Rejected(e) => e.into(),
+        CommandError::Conflict { aggregate_type } => ServiceError::Conflict { aggregate_type },
+        CommandError::Store(message) => ServiceError::Internal(message),
+    }
+}
+
+/// A step another aggregate must take because of an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FollowUp {
+    Contract(ContractId, ContractCommand),
+    Escrow(ContractId, EscrowCommand),
+}
+
+/// A committed event of any aggregate, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnyEvent {
+    Gig(GigEvent),
+    Contract(ContractEvent),
+    Escrow(EscrowEvent),
+}
+
+/// The process table of `shared/DOMAIN.md` (the timer rows aside): which steps an event of
+/// aggregate `aggregate_id` calls for. Used by the services right after a command and by the
+/// process managers from the log.
+pub fn follow_ups(aggregate_id: &str, event: &AnyEvent, at: DateTime<Utc>) -> Vec<FollowUp> {
+    let contract_id = || aggregate_id.parse::<ContractId>().ok();
+    match event {
+        AnyEvent::Gig(e) => {
+            let start = ContractCommand::start_from_acceptance(e, at);
+            let open = EscrowCommand::open_from_acceptance(e, at);
+            let id = match e {
+                GigEvent::ProposalAccepted { contract_id, .. } => Some(*contract_id),
+                _ => None,
+            };
+            match (id, start, open) {
+                (Some(id), Some(start), Some(open)) => {
+                    vec![FollowUp::Contract(id, start), FollowUp::Escrow(id, open)]
+                }
+                _ => Vec::new(),
+            }
+        }
+        AnyEvent::Contract(e) => match (contract_id(), EscrowCommand::follow_up_to_contract(e, at))
+        {
+            (Some(id), Some(command)) => vec![FollowUp::Escrow(id, command)],
+            _ => Vec::new(),
+        },
+        AnyEvent::Escrow(e) => match (contract_id(), ContractCommand::follow_up_to_escrow(e, at)) {
+            (Some(id), Some(command)) => vec![FollowUp::Contract(id, command)],
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// Bounds every charge in time: a gateway that hangs becomes `GatewayError::Timeout`, and the
+/// deposit writes nothing.
+struct TimeoutGateway {
+    inner: Arc<dyn PaymentGateway>,
+    timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for TimeoutGateway {
+    async fn charge(
+        &self,
+        request: gigledger_domain::ChargeRequest,
+    ) -> Result<gigledger_domain::ChargeReceipt, GatewayError> {
+        tokio::time::timeout(self.timeout, self.inner.charge(request))
+            .await
+            .unwrap_or(Err(GatewayError::Timeout))
+    }
+}
+
+/// Every command of the system, with its follow-ups.
+pub struct Services {
+    gigs: CommandBus<Gig>,
+    contracts: CommandBus<Contract>,
+    escrows: CommandBus<Escrow>,
+    clock: Arc<dyn Clock>,
+    config: ServicesConfig,
+}
+
+impl Services {
+    pub fn new(
+        pool: PgPool,
+        config: ServicesConfig,
+        gateway: Arc<dyn PaymentGateway>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let repo = PgEventRepository::new(pool);
+        let gateway: Arc<dyn PaymentGateway> = Arc::new(TimeoutGateway {
+            inner: gateway,
+            timeout: config.gateway_timeout,
+        });
+        Self {
+            gigs: CommandBus::new(repo.clone(), config.gig_store, ()),
+            contracts: CommandBus::new(repo.clone(), config.contract_store, ()),
+            escrows: CommandBus::new(repo, config.escrow_store, EscrowServices::new(gateway)),
+            clock,
+            config,
+        }
+    }
+
+    /// The time to stamp on a command.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The platform terms a new contract gets.
+    pub fn config(&self) -> &ServicesConfig {
+        &self.config
+    }
+
+    fn metadata(&self, ctx: &RequestContext, actor_id: String, role: String) -> CommandMetadata {
+        let correlation = ctx
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| Uuid::now_v7().to_string());
+        CommandMetadata::for_user(correlation, actor_id, role, self.now())
+    }
+
+    /// Runs a gig command, then its follow-ups (accepting a proposal starts the contract and escrow).
+    pub async fn gig(
+        &self,
+        gig_id: GigId,
+        command: GigCommand,
+        ctx: &RequestContext,
+    ) -> Result<Outcome, ServiceError> {
+        let actor = gig_actor(&command);
+        let metadata = self.metadata(ctx, actor.0, actor.1);
+        let committed = self
+            .gigs
+            .execute(
+                &gig_id.to_string(),
+                command,
+                &metadata,
+                ctx.expected_version,
+            )
+            .await
+            .map_err(from_bus)?;
+        self.finish(gig_id.to_string(), committed, AnyEvent::Gig, &metadata)
+            .await
+    }
+
+    /// Runs a contract command, then its follow-ups (approval releases, a dispute freezes, ...).
+    pub async fn contract(
+        &self,
+        contract_id: ContractId,
+        command: ContractCommand,
+        ctx: &RequestContext,
+    ) -> Result<Outcome, ServiceError> {
+        let actor = contract_actor(&command);
+        let metadata = self.metadata(ctx, actor.0, actor.1);
+        self.contract_with(contract_id, command, &metadata, ctx.expected_version)
+            .await
+    }
+
+    /// Runs an escrow command, then its follow-ups (a deposit marks the milestone funded).
+    pub async fn escrow(
+        &self,
+        contract_id: ContractId,
+        command: EscrowCommand,
+        ctx: &RequestContext,
+    ) -> Result<Outcome, ServiceError> {
+        let actor = escrow_actor(&command);
+        let metadata = self.metadata(ctx, actor.0, actor.1);
+        self.escrow_with(contract_id, command, &metadata, ctx.expected_version)
+            .await
+    }
+
+    async fn contract_with(
+        &self,
+        contract_id: ContractId,
+        command: ContractCommand,
+        metadata: &CommandMetadata,
+        expected_version: Option<u64>,
+    ) -> Result<Outcome, ServiceError> {
+        let committed = self
+            .contracts
+            .execute(
+                &contract_id.to_string(),
+                command,
+                metadata,
+                expected_version,
+            )
+            .await
+            .map_err(from_bus)?;
+        self.finish(
+            contract_id.to_string(),
+            committed,
+            AnyEvent::Contract,
+            metadata,
+        )
+        .await
+    }
+
+    async fn escrow_with(
+        &self,
+        contract_id: ContractId,
+        command: EscrowCommand,
+        metadata: &CommandMetadata,
+        expected_version: Option<u64>,
+    ) -> Result<Outcome, ServiceError> {
+        let committed = self
+            .escrows
+            .execute(
+                &contract_id.to_string(),
+                command,
+                metadata,
+                expected_version,
+            )
+            .await
+            .map_err(from_bus)?;
+        self.finish(
+            contract_id.to_string(),
+            committed,
+            AnyEvent::Escrow,
+            metadata,
+        )
+        .await
+    }
+
+    /// Runs one follow-up step caused by the stored event `cause` (used by the process managers,
+    /// and after each command here).
+    pub async fn run_follow_up(
+        &self,
+        step: FollowUp,
+        metadata: &CommandMetadata,
+    ) -> Result<Outcome, ServiceError> {
+        match step {
+            FollowUp::Contract(id, command) => {
+                Box::pin(self.contract_with(id, command, metadata, None)).await
+            }
+            FollowUp::Escrow(id, command) => {
+                Box::pin(self.escrow_with(id, command, metadata, None)).await
+            }
+        }
+    }
+
+    /// The answer for a committed command, after running the follow-ups its events call for.
+    async fn finish<E>(
+        &self,
+        id: String,
+        committed: Committed<E>,
+        wrap: fn(E) -> AnyEvent,
+        metadata: &CommandMetadata,
+    ) -> Result<Outcome, ServiceError>
+    where
+        E: cqrs_es::DomainEvent,
+    {
+        let mut outcome = Outcome {
+            id: id.clone(),
+            version: committed.receipt.version,
+            position: committed.receipt.position,
+            events: committed
+                .events
+                .iter()
+                .map(|(_, e)| e.event_type())
+                .collect(),
+        };
+        if !self.config.run_follow_ups {
+            return Ok(outcome);
+        }
+        for (event_id, event) in committed.events {
+            let event = wrap(event);
+            for step in follow_ups(&id, &event, metadata.at) {
+                match self
+                    .run_follow_up(step, &metadata.follow_up(event_id))
+                    .await
+                {
+                    Ok(done) => outcome.position = outcome.position.max(done.position),
+                    // The command itself is committed; the process manager will complete the
+                    // step. Say so once, here at the boundary.
+                    Err(e) => tracing::error!(
+                        event.id = %event_id, error = %e,
+                        "follow-up step failed; the process manager will retry it"
+                    ),
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The current state of a gig (for authorisation checks and tests).
+    pub async fn load_gig(&self, id: GigId) -> Result<(Gig, u64), ServiceError> {
+        self.gigs.load(&id.to_string()).await.map_err(from_bus)
+    }
+
+    pub async fn load_contract(&self, id: ContractId) -> Result<(Contract, u64), ServiceError> {
+        self.contracts.load(&id.to_string()).await.map_err(from_bus)
+    }
+
+    pub async fn load_escrow(&self, id: ContractId) -> Result<(Escrow, u64), ServiceError> {
+        self.escrows.load(&id.to_string()).await.map_err(from_bus)
+    }
+}
+
+fn actor_of(actor: &gigledger_domain::Actor) -> (String, String) {
+    let role = if actor.is_system() {
+        "system".to_owned()
+    } else {
+        actor
+            .roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    (actor.user_id.to_string(), role)
+}
+
+fn gig_actor(command: &GigCommand) -> (String, String) {
+    match command {
+        GigCommand::PostGig { actor, .. }
+        | GigCommand::ReviseGig { actor, .. }
+        | GigCommand::SubmitProposal { actor, .. }
+        | GigCommand::WithdrawProposal { actor, .. }
+        | GigCommand::RejectProposal { actor, .. }
+        | GigCommand::AcceptProposal { actor, .. }
+        | GigCommand::CloseGig { actor, .. }
+        | GigCommand::CancelGig { actor, .. } => actor_of(actor),
+    }
+}
+
+fn contract_actor(command: &ContractCommand) -> (String, String) {
+    match command {
+        ContractCommand::StartContract { actor, .. }
+        | ContractCommand::MarkMilestoneFunded { actor, .. }
+        | ContractCommand::SubmitMilestone { actor, .. }
+        | ContractCommand::RequestChanges { actor, .. }
+        | ContractCommand::ApproveMilestone { actor, .. }
+        | ContractCommand::AutoApproveMilestone { actor, .. }
+        | ContractCommand::CancelContract { actor, .. }
+        | ContractCommand::OpenDispute { actor, .. }
+        | ContractCommand::ResolveDispute { actor, .. }
+        | ContractCommand::LeaveReview { actor, .. }
+        | ContractCommand::RevealReviews { actor, .. } => actor_of(actor),
+    }
+}
+
+fn escrow_actor(command: &EscrowCommand) -> (String, String) {
+    match command {
+        EscrowCommand::OpenEscrow { actor, .. }
+        | EscrowCommand::Deposit { actor, .. }
+        | EscrowCommand::Release { actor, .. }
+        | EscrowCommand::Freeze { actor, .. }
+        | EscrowCommand::Settle { actor, .. }
+        | EscrowCommand::RefundUnreleased { actor, .. } => actor_of(actor),
+    }
+}
