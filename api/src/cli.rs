@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::settings::{DatabaseSettings, GlobalSettings, ServeSettings};
+use crate::settings::{DatabaseSettings, GlobalSettings, RunSettings, ServeSettings};
 
 /// gigledger: an event-sourced backend for freelance marketplaces.
 #[derive(Debug, Parser)]
@@ -22,6 +22,28 @@ pub enum Command {
     Serve(ServeSettings),
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate(DatabaseSettings),
+    /// Projection workers: run them, see where they stand, rebuild one.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Run the workers (projections, process managers, timers) without the HTTP server.
+    Run(RunSettings),
+    /// Each worker's position, lag (events and seconds) and state.
+    Status(DatabaseSettings),
+    /// Replay one read model from position zero into fresh tables and swap them in when caught
+    /// up; queries keep being served from the old tables meanwhile.
+    Rebuild {
+        /// The read model's name (see `status`).
+        name: String,
+        #[command(flatten)]
+        database: DatabaseSettings,
+        /// Events per batch during the replay.
+        #[arg(long = "batch-size", default_value_t = 1000)]
+        batch_size: i64,
+    },
 }
 
 /// Parses the command line, runs it, and turns any failure into one clear message and exit code 1
@@ -53,12 +75,77 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Serve(settings) => crate::startup::serve(settings)
             .await
             .map_err(|e| e.to_string()),
+        Command::Projections(command) => projections(command).await,
         Command::Migrate(settings) => {
             let pool = crate::db::prepare(&settings)
                 .await
                 .map_err(|e| e.to_string())?;
             pool.close().await;
             tracing::info!(db.url = %crate::db::redact(&settings.database_url), "migrations applied");
+            Ok(())
+        }
+    }
+}
+
+async fn projections(command: ProjectionsCommand) -> Result<(), String> {
+    match command {
+        ProjectionsCommand::Run(settings) => crate::startup::run_workers(settings)
+            .await
+            .map_err(|e| e.to_string()),
+        ProjectionsCommand::Status(settings) => {
+            let pool = crate::db::prepare(&settings)
+                .await
+                .map_err(|e| e.to_string())?;
+            let all = gigledger_projections::runtime::statuses(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{:<28} {:>10} {:>10} {:>10} {:>10}  state",
+                "name", "position", "applied", "lag", "lag (s)"
+            );
+            for s in all {
+                let state = match (&s.failed_position, &s.last_error) {
+                    (Some(p), Some(e)) => format!("{} at position {p}: {e}", s.status),
+                    _ => s.status.clone(),
+                };
+                println!(
+                    "{:<28} {:>10} {:>10} {:>10} {:>10.1}  {state}",
+                    s.name, s.position, s.events_applied, s.lag_events, s.lag_seconds
+                );
+            }
+            Ok(())
+        }
+        ProjectionsCommand::Rebuild {
+            name,
+            database,
+            batch_size,
+        } => {
+            let handler = gigledger_projections::read::all()
+                .into_iter()
+                .find(|h| h.name() == name);
+            let tables = gigledger_projections::read::tables_of(&name);
+            let (Some(handler), Some(tables)) = (handler, tables) else {
+                let names: Vec<String> = gigledger_projections::read::all()
+                    .iter()
+                    .map(|h| h.name().to_owned())
+                    .collect();
+                return Err(format!(
+                    "no read model named {name:?}; the read models are: {}",
+                    names.join(", ")
+                ));
+            };
+            let pool = crate::db::prepare(&database)
+                .await
+                .map_err(|e| e.to_string())?;
+            let applied = gigledger_projections::rebuild::rebuild(
+                &pool,
+                handler.as_ref(),
+                tables,
+                batch_size,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            println!("rebuilt {name} from {applied} events and swapped it in");
             Ok(())
         }
     }

@@ -1,9 +1,10 @@
 //! Connecting to PostgreSQL, creating the database when it is missing, and migrating it.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use crate::settings::DatabaseSettings;
@@ -63,15 +64,20 @@ pub async fn prepare(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     Ok(pool)
 }
 
-/// A pool on an existing database.
+/// A pool on an existing database. Its sessions are named `gigledger:<pid>` in
+/// `pg_stat_activity`, so an operator (or a test) can tell which process holds which lease.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    let unreachable = |source| DbError::Unreachable {
+        url: redact(&settings.database_url),
+        source,
+    };
+    let options = PgConnectOptions::from_str(&settings.database_url)
+        .map_err(unreachable)?
+        .application_name(&format!("gigledger:{}", std::process::id()));
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(&settings.database_url)
+        .connect_with(options)
         .await
-        .map_err(|source| DbError::Unreachable {
-            url: redact(&settings.database_url),
-            source,
-        })
+        .map_err(unreachable)
 }

@@ -5,13 +5,17 @@
 //! - [`db`]: connecting, creating the database and migrating it.
 //! - [`startup`]: building the router ([`startup::app`]) and serving it.
 //! - [`routes`]: one module per resource.
-//! - [`telemetry`]: tracing set up once.
+//! - [`telemetry`]: tracing and the metrics recorder, set up once.
+//! - [`workers`]: the background workers (projections, process managers, timers) of a process.
+//! - [`demo`]: demo data for a first look.
 //!
 //! This is the only crate that knows HTTP.
 
 pub mod cli;
 pub mod db;
+pub mod demo;
 pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod workers;

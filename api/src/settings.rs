@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 
 /// How logs are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -35,6 +35,32 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
 }
 
+/// The background workers: read-model projections, process managers and due timers.
+#[derive(Clone, Debug, Args)]
+pub struct WorkerSettings {
+    /// Run the workers in this process. Several processes may run them against one database:
+    /// each projection is run by one of them at a time (the others stand by).
+    #[arg(long = "workers", env = "GIGLEDGER_WORKERS", default_value_t = true, action = ArgAction::Set)]
+    pub enabled: bool,
+
+    /// Events per projection batch (one transaction each).
+    #[arg(
+        long = "projection-batch-size",
+        env = "GIGLEDGER_PROJECTION_BATCH_SIZE",
+        default_value_t = 500
+    )]
+    pub batch_size: i64,
+
+    /// How often (milliseconds) workers look for new events when no notification came, and
+    /// standbys try to take over a projection whose runner died.
+    #[arg(
+        long = "poll-interval-ms",
+        env = "GIGLEDGER_POLL_INTERVAL_MS",
+        default_value_t = 500
+    )]
+    pub poll_interval_ms: u64,
+}
+
 /// Everything `serve` needs.
 #[derive(Clone, Debug, Args)]
 pub struct ServeSettings {
@@ -48,6 +74,24 @@ pub struct ServeSettings {
         default_value = "127.0.0.1:8080"
     )]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub workers: WorkerSettings,
+
+    /// Seed demo data (gigs, proposals, a contract in progress) when the event store is empty.
+    #[arg(long = "demo", env = "GIGLEDGER_DEMO", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub demo: bool,
+}
+
+/// Everything `projections run` needs.
+#[derive(Clone, Debug, Args)]
+pub struct RunSettings {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    #[command(flatten)]
+    pub workers: WorkerSettings,
 }
 
 /// Settings every command shares.

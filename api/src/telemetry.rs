@@ -1,5 +1,8 @@
 //! Tracing, set up once per process.
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::LogFormat;
@@ -15,4 +18,19 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+}
+
+/// The process's Prometheus recorder, installed on first use (a process has one global recorder;
+/// tests that build several apps share it).
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder already installed (a test harness's) is fine: ours stays usable.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
 }

@@ -2,10 +2,17 @@
 //!
 //! - [`log`]: reading the global event log in a safe order (never skipping an event whose
 //!   transaction commits late). The process managers in `commands` use it too.
+//! - [`read`]: the read models (gig board, proposals, contracts, ledger, notifications, user
+//!   stats, analytics): their handlers, tables and the read functions the API serves.
+//! - [`runtime`]: the worker runtime (checkpoints, leases, batches, failures, catch-up, waiting
+//!   for a position), shared by projections and process managers.
+//! - [`rebuild`]: replaying a read model into fresh tables and swapping them in.
 //!
 //! Read models never send commands and never write to the event store.
 
 pub mod log;
+pub mod read;
+pub mod rebuild;
 pub mod runtime;
 
 /// The SQL migrations of the whole service (event store and read models), embedded at build time.

@@ -15,10 +15,11 @@
 //! error stored in `projection_checkpoints` (shown by `/readyz` and `gigledger projections status`)
 //! and logged. The event is never skipped.
 
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::watch;
 
 use crate::log::{read_after, Checkpoint, RecordedEvent};
@@ -136,6 +137,77 @@ impl LogNotifier {
     }
 }
 
+/// The leases of one process: a single dedicated session (outside the pool) holding the advisory
+/// lock of every worker this process runs. When the process dies the session ends and every lock
+/// is released at once. If the session is lost while the process lives, the generation changes,
+/// and workers that held a lease under the old session go back to asking for it.
+pub struct Leases {
+    pool: PgPool,
+    session: tokio::sync::Mutex<Option<PgConnection>>,
+    generation: AtomicU64,
+}
+
+impl Leases {
+    pub fn new(pool: &PgPool) -> Arc<Self> {
+        Arc::new(Self {
+            pool: pool.clone(),
+            session: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes `name`'s lease if nobody holds it. `Some(generation)` when this process holds it.
+    async fn try_take(&self, name: &str) -> Result<Option<u64>, sqlx::Error> {
+        let mut session = self.session.lock().await;
+        if session.is_none() {
+            let options = self.pool.connect_options();
+            *session = Some(PgConnection::connect_with(&options).await?);
+            self.generation.fetch_add(1, AtomicOrdering::SeqCst);
+        }
+        let Some(conn) = session.as_mut() else {
+            return Ok(None);
+        };
+        let taken: Result<bool, sqlx::Error> =
+            sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(lease_key(name))
+                .fetch_one(&mut *conn)
+                .await;
+        match taken {
+            Ok(true) => Ok(Some(self.generation.load(AtomicOrdering::SeqCst))),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                // The session is unusable; dropping it ends it, which releases its locks.
+                *session = None;
+                self.generation.fetch_add(1, AtomicOrdering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether a lease taken under `generation` is still held.
+    fn holds(&self, generation: u64) -> bool {
+        self.generation.load(AtomicOrdering::SeqCst) == generation
+    }
+
+    /// Gives `name`'s lease back (a stopping worker), if the session that took it still lives.
+    async fn release(&self, name: &str, generation: u64) {
+        let mut session = self.session.lock().await;
+        if !self.holds(generation) {
+            return;
+        }
+        if let Some(conn) = session.as_mut() {
+            let _ = sqlx::query("select pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(lease_key(name))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
+}
+
+fn lease_key(name: &str) -> String {
+    format!("gigledger-worker:{name}")
+}
+
 /// The outcome of one batch attempt.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
@@ -243,6 +315,7 @@ pub async fn run_worker(
     handler: Arc<dyn Handler>,
     target: Target,
     config: WorkerConfig,
+    leases: Arc<Leases>,
     mut notifier: LogNotifier,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -251,24 +324,9 @@ pub async fn run_worker(
         if *shutdown.borrow() {
             return;
         }
-        // The lease: a session-level advisory lock on a connection held for as long as we run.
-        let mut lease = match pool.acquire().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(projection.name = %name, error = %e, "cannot reach the database");
-                sleep_or_shutdown(config.lease_retry, &mut shutdown).await;
-                continue;
-            }
-        };
-        let locked: Result<bool, _> =
-            sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(format!("gigledger-worker:{name}"))
-                .fetch_one(&mut *lease)
-                .await;
-        match locked {
-            Ok(true) => {}
-            Ok(false) => {
-                drop(lease);
+        let generation = match leases.try_take(&name).await {
+            Ok(Some(generation)) => generation,
+            Ok(None) => {
                 sleep_or_shutdown(config.lease_retry, &mut shutdown).await;
                 continue;
             }
@@ -277,7 +335,7 @@ pub async fn run_worker(
                 sleep_or_shutdown(config.lease_retry, &mut shutdown).await;
                 continue;
             }
-        }
+        };
         if let Err(e) = ensure_checkpoint(&pool, &name).await {
             tracing::warn!(projection.name = %name, error = %e, "cannot create the checkpoint");
             sleep_or_shutdown(config.lease_retry, &mut shutdown).await;
@@ -289,15 +347,12 @@ pub async fn run_worker(
             handler.as_ref(),
             &target,
             &config,
+            (&leases, generation),
             &mut notifier,
             &mut shutdown,
         )
         .await;
-        // Closing the session releases the advisory lock even if the unlock fails.
-        let _ = sqlx::query("select pg_advisory_unlock_all()")
-            .execute(&mut *lease)
-            .await;
-        drop(lease);
+        leases.release(&name, generation).await;
         if stopped {
             return;
         }
@@ -310,6 +365,7 @@ async fn drive(
     handler: &dyn Handler,
     target: &Target,
     config: &WorkerConfig,
+    (leases, generation): (&Leases, u64),
     notifier: &mut LogNotifier,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
@@ -319,6 +375,10 @@ async fn drive(
     loop {
         if *shutdown.borrow() {
             return true;
+        }
+        if !leases.holds(generation) {
+            tracing::warn!(projection.name = %name, "lost the lease session; asking again");
+            return false;
         }
         let started = Instant::now();
         match step(pool, handler, target, batch_size).await {

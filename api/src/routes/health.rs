@@ -12,6 +12,12 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text: HTTP, commands, events, projection positions and lag.
+async fn metrics(State(state): State<AppState>) -> String {
+    state.metrics.render()
 }
 
 /// The process is up.
@@ -19,7 +25,8 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers and every migration this build knows is applied.
+/// The database answers, every migration this build knows is applied, and no worker has stopped
+/// on a failing event.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let applied: Result<Vec<i64>, sqlx::Error> =
         sqlx::query_scalar("select version from _sqlx_migrations where success order by version")
@@ -43,7 +50,29 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             }
         }
     };
-    let ready = checks["database"] == "ok" && checks["migrations"] == "ok";
+    let mut checks = checks;
+    // A worker stopped on an event it cannot apply: its read model no longer moves.
+    let failed = match gigledger_projections::runtime::statuses(&state.pool).await {
+        Ok(all) => all
+            .into_iter()
+            .filter(|s| s.status == "failed")
+            .map(|s| {
+                json!({
+                    "projection": s.name,
+                    "failed_position": s.failed_position,
+                    "error": s.last_error,
+                })
+            })
+            .collect::<Vec<_>>(),
+        Err(_) => Vec::new(),
+    };
+    checks["projections"] = if failed.is_empty() {
+        json!("ok")
+    } else {
+        json!({ "failed": failed })
+    };
+    let ready =
+        checks["database"] == "ok" && checks["migrations"] == "ok" && checks["projections"] == "ok";
     let status = if ready {
         StatusCode::OK
     } else {

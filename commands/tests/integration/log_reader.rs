@@ -186,12 +186,29 @@ async fn concurrent_writers_with_random_delays_are_all_read_once_in_stream_order
             let mut seen = Vec::new();
             let mut checkpoint = Checkpoint::START;
             loop {
-                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                // Once the writers are done, the end is the last committed event in log order;
+                // an empty read before it only means an older transaction elsewhere in the
+                // cluster is still open.
+                let end = if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let (transaction_id, position): (i64, i64) = sqlx::query_as(
+                        "select transaction_id::text::bigint, position from events
+                          order by transaction_id desc, position desc limit 1",
+                    )
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                    Some(Checkpoint {
+                        transaction_id,
+                        position,
+                    })
+                } else {
+                    None
+                };
                 let batch = read_after(&pool, checkpoint, 50).await.unwrap();
                 if let Some(last) = batch.last() {
                     checkpoint = last.checkpoint();
                     seen.extend(batch);
-                } else if finished {
+                } else if end.is_some_and(|end| checkpoint >= end) {
                     return seen;
                 } else {
                     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use gigledger_commands::store::PgEventRepository;
 use gigledger_projections::log::RecordedEvent;
 use gigledger_projections::runtime::{
-    catch_up, run_worker, statuses, wait_for_position, Handler, HandlerError, LogNotifier, Target,
-    WorkerConfig,
+    catch_up, run_worker, statuses, wait_for_position, Handler, HandlerError, Leases, LogNotifier,
+    Target, WorkerConfig,
 };
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
@@ -118,6 +118,7 @@ async fn two_runners_of_one_projection_apply_each_event_exactly_once(pool: PgPoo
                 handler.clone(),
                 Target::live("count"),
                 fast(),
+                Leases::new(&pool), // each runner its own session: two processes
                 LogNotifier::polling(),
                 stopped.clone(),
             ))
@@ -178,6 +179,7 @@ async fn a_worker_that_keeps_failing_on_one_event_stops_and_reports_it_without_s
         let pool = pool.clone();
         let finished = finished.clone();
         async move {
+            let leases = Leases::new(&pool);
             run_worker(
                 pool,
                 Arc::new(CountApplications {
@@ -187,6 +189,7 @@ async fn a_worker_that_keeps_failing_on_one_event_stops_and_reports_it_without_s
                 }),
                 Target::live("count"),
                 fast(),
+                leases,
                 LogNotifier::polling(),
                 stopped,
             )

@@ -1,0 +1,456 @@
+//! The gig board: every gig with its status, full-text search and filters, keyset-paged.
+//!
+//! Search uses the generated `search` tsvector (title weight A, description B, skills C; English
+//! stemming) with `websearch_to_tsquery`, so users type what they would type into a search box.
+//! Relevance is `ts_rank` scaled to an integer (millionths), which makes it an exact keyset
+//! component: the order is (rank desc, posted_at desc, gig_id desc) with `q`, (posted_at desc,
+//! gig_id desc) without, and a cursor names the last row's key, so paging never repeats or skips
+//! a gig even when ranks and times are equal.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use gigledger_domain::{Budget, GigEvent, GigId, GigStatus, Money, UserId};
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::{
+    cursor_part, decode, decode_cursor, encode_cursor, into_page, money, page_limit, Decoded, Page,
+    ReadError,
+};
+use crate::log::RecordedEvent;
+use crate::runtime::{Handler, HandlerError};
+
+/// The handler's stored name.
+pub const NAME: &str = "gig_board";
+/// The tables this read model fills.
+pub const TABLES: &[&str] = &["gig_board"];
+
+/// Projects gig events into `gig_board`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GigBoard;
+
+#[async_trait::async_trait]
+impl Handler for GigBoard {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), HandlerError> {
+        for event in events {
+            if let Some((gig_id, Decoded::Gig(gig_event))) = decode(event)? {
+                apply(tx, gig_id, event.position, &gig_event).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `(kind, currency, min, max)` of a budget as stored: a fixed budget is min = max = its amount.
+fn budget_columns(budget: &Budget) -> (&'static str, &'static str, i64, i64) {
+    match budget {
+        Budget::Fixed { amount } => (
+            "fixed",
+            amount.currency.code(),
+            amount.amount,
+            amount.amount,
+        ),
+        Budget::Hourly { min, max } => ("hourly", min.currency.code(), min.amount, max.amount),
+    }
+}
+
+async fn apply(
+    tx: &mut PgConnection,
+    gig_id: Uuid,
+    position: i64,
+    event: &GigEvent,
+) -> Result<(), sqlx::Error> {
+    match event {
+        GigEvent::GigPosted {
+            client_id,
+            title,
+            description,
+            skills,
+            budget,
+            deadline,
+            posted_at,
+            ..
+        } => {
+            let (kind, currency, min, max) = budget_columns(budget);
+            sqlx::query(
+                "insert into gig_board (gig_id, client_id, title, description, skills, budget_kind,
+                                        currency, budget_min, budget_max, deadline, posted_at,
+                                        status, last_position)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12)
+                 on conflict (gig_id) do nothing",
+            )
+            .bind(gig_id)
+            .bind(client_id.0)
+            .bind(title)
+            .bind(description)
+            .bind(skills)
+            .bind(kind)
+            .bind(currency)
+            .bind(min)
+            .bind(max)
+            .bind(deadline)
+            .bind(posted_at)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        }
+        GigEvent::GigRevised {
+            title,
+            description,
+            skills,
+            budget,
+            deadline,
+            revised_at,
+        } => {
+            let budget = budget.as_ref().map(budget_columns);
+            sqlx::query(
+                "update gig_board
+                    set title = coalesce($3, title),
+                        description = coalesce($4, description),
+                        skills = coalesce($5, skills),
+                        budget_kind = coalesce($6, budget_kind),
+                        currency = coalesce($7, currency),
+                        budget_min = coalesce($8, budget_min),
+                        budget_max = coalesce($9, budget_max),
+                        deadline = coalesce($10, deadline),
+                        revised_at = $11,
+                        last_position = $2
+                  where gig_id = $1 and last_position < $2",
+            )
+            .bind(gig_id)
+            .bind(position)
+            .bind(title)
+            .bind(description)
+            .bind(skills)
+            .bind(budget.map(|b| b.0))
+            .bind(budget.map(|b| b.1))
+            .bind(budget.map(|b| b.2))
+            .bind(budget.map(|b| b.3))
+            .bind(deadline)
+            .bind(revised_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        GigEvent::ProposalSubmitted { .. } => {
+            sqlx::query(
+                "update gig_board set proposals_count = proposals_count + 1, last_position = $2
+                  where gig_id = $1 and last_position < $2",
+            )
+            .bind(gig_id)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        }
+        GigEvent::ProposalAccepted {
+            proposal_id,
+            contract_id,
+            accepted_at,
+            ..
+        } => {
+            sqlx::query(
+                "update gig_board
+                    set status = 'hired', hired_proposal_id = $3, hired_contract_id = $4,
+                        hired_at = $5, last_position = $2
+                  where gig_id = $1 and last_position < $2",
+            )
+            .bind(gig_id)
+            .bind(position)
+            .bind(proposal_id.0)
+            .bind(contract_id.0)
+            .bind(accepted_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        GigEvent::GigClosed { closed_at } => {
+            sqlx::query(
+                "update gig_board set status = 'closed', closed_at = $3, last_position = $2
+                  where gig_id = $1 and last_position < $2",
+            )
+            .bind(gig_id)
+            .bind(position)
+            .bind(closed_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        GigEvent::GigCancelled { cancelled_at } => {
+            sqlx::query(
+                "update gig_board set status = 'cancelled', cancelled_at = $3, last_position = $2
+                  where gig_id = $1 and last_position < $2",
+            )
+            .bind(gig_id)
+            .bind(position)
+            .bind(cancelled_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        GigEvent::ProposalWithdrawn { .. } | GigEvent::ProposalRejected { .. } => {}
+    }
+    Ok(())
+}
+
+/// One gig as the board shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GigCard {
+    pub gig_id: GigId,
+    pub client_id: UserId,
+    pub title: String,
+    pub description: String,
+    pub skills: Vec<String>,
+    pub budget: Budget,
+    pub deadline: Option<NaiveDate>,
+    pub posted_at: DateTime<Utc>,
+    pub revised_at: Option<DateTime<Utc>>,
+    pub proposals_count: i64,
+    pub status: GigStatus,
+    pub hired_contract_id: Option<Uuid>,
+    /// Relevance to the query in millionths of `ts_rank` (0 without a query).
+    pub rank: i64,
+}
+
+const CARD_COLUMNS: &str = "g.gig_id, g.client_id, g.title, g.description, g.skills, \
+     g.budget_kind, g.currency, g.budget_min, g.budget_max, g.deadline, g.posted_at, \
+     g.revised_at, g.proposals_count, g.status, g.hired_contract_id";
+
+pub(crate) fn gig_status(text: &str) -> Result<GigStatus, sqlx::Error> {
+    match text {
+        "open" => Ok(GigStatus::Open),
+        "closed" => Ok(GigStatus::Closed),
+        "hired" => Ok(GigStatus::Hired),
+        "cancelled" => Ok(GigStatus::Cancelled),
+        other => Err(sqlx::Error::Decode(
+            format!("unknown gig status {other:?}").into(),
+        )),
+    }
+}
+
+const fn gig_status_text(status: GigStatus) -> &'static str {
+    match status {
+        GigStatus::Open => "open",
+        GigStatus::Closed => "closed",
+        GigStatus::Hired => "hired",
+        GigStatus::Cancelled => "cancelled",
+    }
+}
+
+impl FromRow<'_, PgRow> for GigCard {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let kind: String = row.try_get("budget_kind")?;
+        let min: Money = money(row, "budget_min", "currency")?;
+        let budget = if kind == "fixed" {
+            Budget::Fixed { amount: min }
+        } else {
+            Budget::Hourly {
+                min,
+                max: money(row, "budget_max", "currency")?,
+            }
+        };
+        let status: String = row.try_get("status")?;
+        Ok(Self {
+            gig_id: GigId(row.try_get("gig_id")?),
+            client_id: UserId(row.try_get("client_id")?),
+            title: row.try_get("title")?,
+            description: row.try_get("description")?,
+            skills: row.try_get("skills")?,
+            budget,
+            deadline: row.try_get("deadline")?,
+            posted_at: row.try_get("posted_at")?,
+            revised_at: row.try_get("revised_at")?,
+            proposals_count: row.try_get("proposals_count")?,
+            status: gig_status(&status)?,
+            hired_contract_id: row.try_get("hired_contract_id")?,
+            rank: row.try_get::<Option<i64>, _>("rank")?.unwrap_or(0),
+        })
+    }
+}
+
+/// How the board is ordered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GigSort {
+    /// Most relevant first when there is a query, else newest first.
+    #[default]
+    Relevance,
+    /// Newest first, even with a query.
+    Newest,
+}
+
+/// What the board is asked for (`GET /v1/gigs`). Every filter is optional and they combine with
+/// "and"; `skills` matches gigs having any of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GigQuery {
+    /// Full-text query (web-search syntax: words, "phrases", -exclusions, or).
+    pub q: Option<String>,
+    /// Gigs with any of these skills (compared lower-case).
+    pub skills: Vec<String>,
+    /// ISO 4217 code.
+    pub currency: Option<String>,
+    /// Minor units: a fixed budget at least this, or an hourly range reaching it.
+    pub min_budget: Option<i64>,
+    /// Minor units: a fixed budget at most this, or an hourly range starting at or below it.
+    pub max_budget: Option<i64>,
+    /// Only gigs in this status; every status when `None`.
+    pub status: Option<GigStatus>,
+    pub sort: GigSort,
+    pub cursor: Option<String>,
+    /// Default 20, at most 100.
+    pub limit: Option<u32>,
+}
+
+/// Where a page of the board continues.
+enum BoardCursor {
+    Relevance {
+        rank: i64,
+        posted_at: DateTime<Utc>,
+        gig_id: Uuid,
+    },
+    Newest {
+        posted_at: DateTime<Utc>,
+        gig_id: Uuid,
+    },
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn from_micros(part: &str) -> Result<DateTime<Utc>, ReadError> {
+    DateTime::from_timestamp_micros(cursor_part(part)?).ok_or(ReadError::InvalidCursor)
+}
+
+impl BoardCursor {
+    fn parse(cursor: &str, by_relevance: bool) -> Result<Self, ReadError> {
+        if by_relevance {
+            let parts = decode_cursor(cursor, "gr", 3)?;
+            Ok(Self::Relevance {
+                rank: cursor_part(parts[0])?,
+                posted_at: from_micros(parts[1])?,
+                gig_id: cursor_part(parts[2])?,
+            })
+        } else {
+            let parts = decode_cursor(cursor, "gn", 2)?;
+            Ok(Self::Newest {
+                posted_at: from_micros(parts[0])?,
+                gig_id: cursor_part(parts[1])?,
+            })
+        }
+    }
+
+    fn of(card: &GigCard, by_relevance: bool) -> String {
+        if by_relevance {
+            encode_cursor("gr", &[&card.rank, &micros(card.posted_at), &card.gig_id.0])
+        } else {
+            encode_cursor("gn", &[&micros(card.posted_at), &card.gig_id.0])
+        }
+    }
+}
+
+/// One page of the board.
+pub async fn search_gigs<'e>(
+    db: impl PgExecutor<'e>,
+    query: &GigQuery,
+) -> Result<Page<GigCard>, ReadError> {
+    let limit = page_limit(query.limit);
+    let text = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let by_relevance = text.is_some() && query.sort == GigSort::Relevance;
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| BoardCursor::parse(c, by_relevance))
+        .transpose()?;
+
+    let mut sql = QueryBuilder::<Postgres>::new("select * from (select ");
+    sql.push(CARD_COLUMNS);
+    match text {
+        Some(text) => {
+            sql.push(", (ts_rank(g.search, query) * 1000000)::bigint as rank from read.gig_board g, websearch_to_tsquery('english', ");
+            sql.push_bind(text.to_owned());
+            sql.push(") query where g.search @@ query");
+        }
+        None => {
+            sql.push(", 0::bigint as rank from read.gig_board g where true");
+        }
+    }
+    if !query.skills.is_empty() {
+        let skills: Vec<String> = query
+            .skills
+            .iter()
+            .map(|skill| skill.trim().to_lowercase())
+            .collect();
+        sql.push(" and g.skills && ");
+        sql.push_bind(skills);
+    }
+    if let Some(currency) = &query.currency {
+        sql.push(" and g.currency = ");
+        sql.push_bind(currency.trim().to_uppercase());
+    }
+    if let Some(min) = query.min_budget {
+        sql.push(" and g.budget_max >= ");
+        sql.push_bind(min);
+    }
+    if let Some(max) = query.max_budget {
+        sql.push(" and g.budget_min <= ");
+        sql.push_bind(max);
+    }
+    if let Some(status) = query.status {
+        sql.push(" and g.status = ");
+        sql.push_bind(gig_status_text(status));
+    }
+    sql.push(") s");
+    match cursor {
+        Some(BoardCursor::Relevance {
+            rank,
+            posted_at,
+            gig_id,
+        }) => {
+            sql.push(" where (s.rank, s.posted_at, s.gig_id) < (");
+            sql.push_bind(rank);
+            sql.push(", ");
+            sql.push_bind(posted_at);
+            sql.push(", ");
+            sql.push_bind(gig_id);
+            sql.push(")");
+        }
+        Some(BoardCursor::Newest { posted_at, gig_id }) => {
+            sql.push(" where (s.posted_at, s.gig_id) < (");
+            sql.push_bind(posted_at);
+            sql.push(", ");
+            sql.push_bind(gig_id);
+            sql.push(")");
+        }
+        None => {}
+    }
+    if by_relevance {
+        sql.push(" order by s.rank desc, s.posted_at desc, s.gig_id desc");
+    } else {
+        sql.push(" order by s.posted_at desc, s.gig_id desc");
+    }
+    sql.push(" limit ");
+    sql.push_bind(limit + 1);
+    let rows: Vec<GigCard> = sql.build_query_as().fetch_all(db).await?;
+    Ok(into_page(rows, limit, |card| {
+        BoardCursor::of(card, by_relevance)
+    }))
+}
+
+/// One gig with its proposals count, if it was ever posted.
+pub async fn get_gig<'e>(
+    db: impl PgExecutor<'e>,
+    gig_id: GigId,
+) -> Result<Option<GigCard>, ReadError> {
+    let sql = format!(
+        "select {CARD_COLUMNS}, 0::bigint as rank from read.gig_board g where g.gig_id = $1"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(gig_id.0)
+        .fetch_optional(db)
+        .await?)
+}

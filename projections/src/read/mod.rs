@@ -1,0 +1,186 @@
+//! The read models: tables derived from the global log, and the read functions the API serves
+//! from them.
+//!
+//! Each module holds one read model: its [`Handler`] (a unit struct whose `name()` is its stored
+//! checkpoint name), `TABLES` (the tables a rebuild refills and swaps, all in schema `read`,
+//! created by `migrations/20261121000010_read_models.sql`) and its read functions.
+//!
+//! Handlers write through the worker's transaction with unqualified table names (the worker's
+//! `search_path` points at `read` or `read_rebuild`); read functions name `read.` tables, since
+//! they run on the API's pool. Handlers skip events of aggregate types they do not know, and fail
+//! on an event of a known type that does not decode (the worker then stops on it, never skips it).
+//!
+//! Read functions return [`ReadError`]: a bad cursor or argument is the caller's mistake, a
+//! database error is not.
+
+pub mod analytics;
+pub mod contracts;
+pub mod gig_board;
+pub mod ledger;
+pub mod notifications;
+pub mod proposals;
+pub mod user_stats;
+
+use std::fmt::Display;
+use std::sync::Arc;
+
+use gigledger_domain::{ContractEvent, Currency, EscrowEvent, GigEvent, Money};
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::log::RecordedEvent;
+use crate::runtime::{Handler, HandlerError};
+
+/// Every read model's handler, each to be run by its own worker.
+pub fn all() -> Vec<Arc<dyn Handler>> {
+    vec![
+        Arc::new(gig_board::GigBoard),
+        Arc::new(proposals::Proposals),
+        Arc::new(contracts::Contracts),
+        Arc::new(ledger::Ledger),
+        Arc::new(notifications::Notifications),
+        Arc::new(user_stats::UserStats),
+        Arc::new(analytics::Analytics),
+    ]
+}
+
+/// The tables of the read model called `name` (its handler's name), for a rebuild.
+pub fn tables_of(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        gig_board::NAME => Some(gig_board::TABLES),
+        proposals::NAME => Some(proposals::TABLES),
+        contracts::NAME => Some(contracts::TABLES),
+        ledger::NAME => Some(ledger::TABLES),
+        notifications::NAME => Some(notifications::TABLES),
+        user_stats::NAME => Some(user_stats::TABLES),
+        analytics::NAME => Some(analytics::TABLES),
+        _ => None,
+    }
+}
+
+/// Why a read function failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The cursor was not one this listing hands out (or was made for another sort order).
+    #[error("the cursor is not valid for this listing")]
+    InvalidCursor,
+    /// An argument is out of range (e.g. an unknown interval).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// One page of a keyset-paged listing: `next_cursor` is `None` on the last page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Items per page when the caller does not say.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// The most items a page holds.
+pub const MAX_LIMIT: u32 = 100;
+
+/// The page size to use for a requested `limit`: default 20, between 1 and 100.
+pub fn page_limit(limit: Option<u32>) -> i64 {
+    i64::from(limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT))
+}
+
+/// Builds a page from up to `limit + 1` fetched rows: the extra row only says a next page exists,
+/// and the cursor is made from the last row kept.
+pub(crate) fn into_page<T>(
+    mut rows: Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+) -> Page<T> {
+    let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next_cursor = if rows.len() > keep {
+        rows.truncate(keep);
+        rows.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page {
+        items: rows,
+        next_cursor,
+    }
+}
+
+/// Cursors are short dotted texts, `<kind>.<part>.<part>…`: opaque to clients, safe in a query
+/// string, and checked for their kind so a cursor of one listing or sort order is refused by
+/// another.
+pub(crate) fn encode_cursor(kind: &str, parts: &[&dyn Display]) -> String {
+    let mut out = kind.to_owned();
+    for part in parts {
+        out.push('.');
+        out.push_str(&part.to_string());
+    }
+    out
+}
+
+/// The parts of a cursor of `kind` with exactly `parts` parts.
+pub(crate) fn decode_cursor<'c>(
+    cursor: &'c str,
+    kind: &str,
+    parts: usize,
+) -> Result<Vec<&'c str>, ReadError> {
+    let mut split = cursor.split('.');
+    if split.next() != Some(kind) {
+        return Err(ReadError::InvalidCursor);
+    }
+    let found: Vec<&str> = split.collect();
+    if found.len() == parts {
+        Ok(found)
+    } else {
+        Err(ReadError::InvalidCursor)
+    }
+}
+
+pub(crate) fn cursor_part<T: std::str::FromStr>(part: &str) -> Result<T, ReadError> {
+    part.parse().map_err(|_| ReadError::InvalidCursor)
+}
+
+/// A domain event from the log, decoded.
+pub(crate) enum Decoded {
+    Gig(GigEvent),
+    Contract(ContractEvent),
+    Escrow(EscrowEvent),
+}
+
+/// The stored aggregate types (the aggregates' `TYPE`s; stored names never change).
+const GIG: &str = "gig";
+const CONTRACT: &str = "contract";
+const ESCROW: &str = "escrow";
+
+/// Decodes `event` with its stream id; `None` for an aggregate type no read model knows.
+pub(crate) fn decode(event: &RecordedEvent) -> Result<Option<(Uuid, Decoded)>, HandlerError> {
+    let decoded = match event.aggregate_type.as_str() {
+        GIG => Decoded::Gig(serde_json::from_value(event.payload.clone())?),
+        CONTRACT => Decoded::Contract(serde_json::from_value(event.payload.clone())?),
+        ESCROW => Decoded::Escrow(serde_json::from_value(event.payload.clone())?),
+        _ => return Ok(None),
+    };
+    let id = Uuid::parse_str(&event.aggregate_id)?;
+    Ok(Some((id, decoded)))
+}
+
+/// A `Money` from an amount column and a currency-code column.
+pub(crate) fn money(row: &PgRow, amount: &str, currency: &str) -> Result<Money, sqlx::Error> {
+    let amount: i64 = row.try_get(amount)?;
+    let currency = currency_of(row, currency)?;
+    Ok(Money::new(amount, currency))
+}
+
+/// A `Currency` from a currency-code column.
+pub(crate) fn currency_of(row: &PgRow, column: &str) -> Result<Currency, sqlx::Error> {
+    let code: String = row.try_get(column)?;
+    Currency::parse(&code).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(e),
+    })
+}
