@@ -262,7 +262,7 @@ impl Services {
         command: GigCommand,
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
-        let actor = gig_actor(&command);
+        let actor = actor_of(command.actor());
         let metadata = self.metadata(ctx, actor.0, actor.1);
         let committed = self
             .gigs
@@ -285,7 +285,7 @@ impl Services {
         command: ContractCommand,
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
-        let actor = contract_actor(&command);
+        let actor = actor_of(command.actor());
         let metadata = self.metadata(ctx, actor.0, actor.1);
         self.contract_with(contract_id, command, &metadata, ctx.expected_version)
             .await
@@ -298,7 +298,7 @@ impl Services {
         command: EscrowCommand,
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
-        let actor = escrow_actor(&command);
+        let actor = actor_of(command.actor());
         let metadata = self.metadata(ctx, actor.0, actor.1);
         self.escrow_with(contract_id, command, &metadata, ctx.expected_version)
             .await
@@ -443,44 +443,4 @@ fn actor_of(actor: &gigledger_domain::Actor) -> (String, String) {
             .join(",")
     };
     (actor.user_id.to_string(), role)
-}
-
-fn gig_actor(command: &GigCommand) -> (String, String) {
-    match command {
-        GigCommand::PostGig { actor, .. }
-        | GigCommand::ReviseGig { actor, .. }
-        | GigCommand::SubmitProposal { actor, .. }
-        | GigCommand::WithdrawProposal { actor, .. }
-        | GigCommand::RejectProposal { actor, .. }
-        | GigCommand::AcceptProposal { actor, .. }
-        | GigCommand::CloseGig { actor, .. }
-        | GigCommand::CancelGig { actor, .. } => actor_of(actor),
-    }
-}
-
-fn contract_actor(command: &ContractCommand) -> (String, String) {
-    match command {
-        ContractCommand::StartContract { actor, .. }
-        | ContractCommand::MarkMilestoneFunded { actor, .. }
-        | ContractCommand::SubmitMilestone { actor, .. }
-        | ContractCommand::RequestChanges { actor, .. }
-        | ContractCommand::ApproveMilestone { actor, .. }
-        | ContractCommand::AutoApproveMilestone { actor, .. }
-        | ContractCommand::CancelContract { actor, .. }
-        | ContractCommand::OpenDispute { actor, .. }
-        | ContractCommand::ResolveDispute { actor, .. }
-        | ContractCommand::LeaveReview { actor, .. }
-        | ContractCommand::RevealReviews { actor, .. } => actor_of(actor),
-    }
-}
-
-fn escrow_actor(command: &EscrowCommand) -> (String, String) {
-    match command {
-        EscrowCommand::OpenEscrow { actor, .. }
-        | EscrowCommand::Deposit { actor, .. }
-        | EscrowCommand::Release { actor, .. }
-        | EscrowCommand::Freeze { actor, .. }
-        | EscrowCommand::Settle { actor, .. }
-        | EscrowCommand::RefundUnreleased { actor, .. } => actor_of(actor),
-    }
 }

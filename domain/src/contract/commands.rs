@@ -154,6 +154,24 @@ pub enum ContractCommand {
 }
 
 impl ContractCommand {
+    /// Who sends the command (the system for process steps).
+    #[must_use]
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Self::StartContract { actor, .. }
+            | Self::MarkMilestoneFunded { actor, .. }
+            | Self::SubmitMilestone { actor, .. }
+            | Self::RequestChanges { actor, .. }
+            | Self::ApproveMilestone { actor, .. }
+            | Self::AutoApproveMilestone { actor, .. }
+            | Self::CancelContract { actor, .. }
+            | Self::OpenDispute { actor, .. }
+            | Self::ResolveDispute { actor, .. }
+            | Self::LeaveReview { actor, .. }
+            | Self::RevealReviews { actor, .. } => actor,
+        }
+    }
+
     /// `StartContract` for a `ProposalAccepted` event (the contract's id is its
     /// `contract_id`); `None` for any other gig event.
     #[must_use]

@@ -99,6 +99,19 @@ pub enum EscrowCommand {
 }
 
 impl EscrowCommand {
+    /// Who sends the command (the system for process steps).
+    #[must_use]
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Self::OpenEscrow { actor, .. }
+            | Self::Deposit { actor, .. }
+            | Self::Release { actor, .. }
+            | Self::Freeze { actor, .. }
+            | Self::Settle { actor, .. }
+            | Self::RefundUnreleased { actor, .. } => actor,
+        }
+    }
+
     /// `OpenEscrow` for a `ProposalAccepted` event (the escrow's id is its `contract_id`);
     /// `None` for any other gig event.
     #[must_use]

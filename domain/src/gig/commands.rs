@@ -111,3 +111,20 @@ pub enum GigCommand {
         at: DateTime<Utc>,
     },
 }
+
+impl GigCommand {
+    /// Who sends the command (the system for process steps).
+    #[must_use]
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Self::PostGig { actor, .. }
+            | Self::ReviseGig { actor, .. }
+            | Self::SubmitProposal { actor, .. }
+            | Self::WithdrawProposal { actor, .. }
+            | Self::RejectProposal { actor, .. }
+            | Self::AcceptProposal { actor, .. }
+            | Self::CloseGig { actor, .. }
+            | Self::CancelGig { actor, .. } => actor,
+        }
+    }
+}
