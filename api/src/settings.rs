@@ -26,11 +26,12 @@ pub struct DatabaseSettings {
     )]
     pub database_url: String,
 
-    /// Most connections the pool opens.
+    /// Most connections the pool opens. The workers use up to about 17 at once (one batch per
+    /// worker, the notification listener, the timer runner), beside HTTP requests.
     #[arg(
         long = "db-max-connections",
         env = "GIGLEDGER_DB_MAX_CONNECTIONS",
-        default_value_t = 16
+        default_value_t = 32
     )]
     pub max_connections: u32,
 }

@@ -60,6 +60,9 @@ impl Workers {
                 stopped.clone(),
             )));
         }
+        tasks.push(tokio::spawn(
+            leases.clone().keep_alive(poll, stopped.clone()),
+        ));
         let timers = TimerRunner::new(pool.clone(), services.clone(), clock);
         tasks.push(tokio::spawn(
             timers.run(Duration::from_secs(1), stopped.clone()),

@@ -82,17 +82,40 @@ where
         expected_version: Option<u64>,
     ) -> Result<Committed<A::Event>, CommandError<A::Error>> {
         let mut attempt = 1;
+        let mut recheck = true;
         loop {
             let run =
                 self.cqrs
                     .execute_with_metadata(aggregate_id, command.clone(), metadata.to_map());
-            let (result, receipt, events) = scope::run::<_, A::Event>(expected_version, run).await;
+            let (result, collected) = scope::run::<_, A::Event>(expected_version, run).await;
+            // Only an append meets the database's primary key. A refusal or a no-op decided on
+            // cached state (which another process may have moved on) is decided again on the
+            // database's state before it is believed.
+            let unverified = collected.from_cache
+                && match &result {
+                    Ok(()) => collected
+                        .receipt
+                        .as_ref()
+                        .is_some_and(|r| r.position.is_none()),
+                    Err(AggregateError::UserError(_)) => true,
+                    Err(_) => false,
+                };
+            if unverified && recheck {
+                recheck = false;
+                self.store.evict(aggregate_id);
+                continue;
+            }
             match result {
                 Ok(()) => {
-                    let receipt = receipt.ok_or_else(|| {
+                    let receipt = collected.receipt.ok_or_else(|| {
                         CommandError::Store("the store committed without a receipt".to_owned())
                     })?;
-                    let events = receipt.event_ids.iter().copied().zip(events).collect();
+                    let events = receipt
+                        .event_ids
+                        .iter()
+                        .copied()
+                        .zip(collected.events)
+                        .collect();
                     return Ok(Committed { receipt, events });
                 }
                 Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
@@ -116,7 +139,7 @@ where
     /// The current state of one aggregate and its version (from the cache when warm).
     pub async fn load(&self, aggregate_id: &str) -> Result<(A, u64), CommandError<A::Error>> {
         use cqrs_es::EventStore;
-        let (result, _, _) =
+        let (result, _) =
             scope::run::<_, A::Event>(None, self.store.load_aggregate(aggregate_id)).await;
         match result {
             Ok(mut context) => {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use gigledger_domain::{Actor, ContractCommand, ContractEvent, ContractId, EscrowEvent, GigEvent};
 use gigledger_projections::log::RecordedEvent;
-use gigledger_projections::runtime::{Handler, HandlerError};
+use gigledger_projections::runtime::{retry_later, Handler, HandlerError};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -171,9 +171,12 @@ impl Handler for ProcessManager {
                 }
                 _ => {
                     for step in follow_ups(&event.aggregate_id, &decoded, at) {
+                        // Whatever stops a step now (a step of another manager not done yet, a
+                        // conflict, the database) says nothing against the event: retry it.
                         self.services
                             .run_follow_up(step, &caused_by(event, at))
-                            .await?;
+                            .await
+                            .map_err(retry_later)?;
                     }
                 }
             }
@@ -205,7 +208,8 @@ async fn schedule(
          values ($1, $2, $3, $4, $5, $6, $7)
          on conflict (timer_key) do update
             set due_at = excluded.due_at, causation_id = excluded.causation_id,
-                correlation_id = excluded.correlation_id, fired_at = null
+                correlation_id = excluded.correlation_id, fired_at = null,
+                claimed_until = null, attempts = 0, last_error = null
           where due_timers.causation_id <> excluded.causation_id",
     )
     .bind(key)
@@ -236,27 +240,31 @@ impl TimerRunner {
         }
     }
 
-    /// Fires every timer due by the clock's now, and returns how many fired. Each is taken with
-    /// `for update skip locked`, so concurrent runners (other processes) never fire one twice at
-    /// once; and firing is idempotent anyway.
+    /// Fires every timer due by the clock's now and returns how many fired. Each is claimed for a
+    /// minute in one short statement (`for update skip locked`, so concurrent runners never take
+    /// the same one), fired outside any transaction, then marked fired; a failure is recorded and
+    /// retried after a pause that grows with each attempt, and the runner moves on.
     pub async fn fire_due(&self) -> Result<usize, HandlerError> {
         let mut fired = 0;
         loop {
             let now = self.clock.now();
-            let mut tx = self.pool.begin().await?;
             let row = sqlx::query(
-                "select timer_key, kind, contract_id, milestone_id, causation_id, correlation_id
-                   from due_timers
-                  where fired_at is null and due_at <= $1
-                  order by due_at
-                  limit 1
-                    for update skip locked",
+                "update due_timers
+                    set claimed_until = $1 + interval '1 minute', attempts = attempts + 1
+                  where timer_key = (
+                        select timer_key from due_timers
+                         where fired_at is null and due_at <= $1
+                           and (claimed_until is null or claimed_until <= $1)
+                         order by due_at
+                         limit 1
+                           for update skip locked)
+                 returning timer_key, kind, contract_id, milestone_id, causation_id,
+                           correlation_id, attempts",
             )
             .bind(now)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await?;
             let Some(row) = row else {
-                tx.commit().await?;
                 return Ok(fired);
             };
             let key: String = row.try_get("timer_key")?;
@@ -265,6 +273,7 @@ impl TimerRunner {
             let milestone: Option<Uuid> = row.try_get("milestone_id")?;
             let causation: Uuid = row.try_get("causation_id")?;
             let correlation: String = row.try_get("correlation_id")?;
+            let attempts: i32 = row.try_get("attempts")?;
             let metadata = CommandMetadata::for_process(correlation, causation, now);
             let command = match (kind.as_str(), milestone) {
                 ("auto_approve", Some(m)) => ContractCommand::AutoApproveMilestone {
@@ -277,16 +286,36 @@ impl TimerRunner {
                     at: now,
                 },
             };
-            self.services
+            match self
+                .services
                 .run_follow_up(FollowUp::Contract(contract, command), &metadata)
-                .await?;
-            sqlx::query("update due_timers set fired_at = $2 where timer_key = $1")
-                .bind(&key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            fired += 1;
+                .await
+            {
+                Ok(_) => {
+                    sqlx::query(
+                        "update due_timers set fired_at = $2, last_error = null
+                          where timer_key = $1",
+                    )
+                    .bind(&key)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    fired += 1;
+                }
+                Err(e) => {
+                    let pause = chrono::Duration::seconds(10 << attempts.clamp(0, 10));
+                    tracing::warn!(timer.key = %key, attempt = attempts, error = %e, "timer failed; will retry");
+                    sqlx::query(
+                        "update due_timers set last_error = $2, claimed_until = $3
+                          where timer_key = $1",
+                    )
+                    .bind(&key)
+                    .bind(e.to_string())
+                    .bind(now + pause)
+                    .execute(&self.pool)
+                    .await?;
+                }
+            }
         }
     }
 

@@ -24,6 +24,8 @@ pub struct CommitReceipt {
 
 struct CommandScope {
     expected_version: Option<u64>,
+    /// Whether the aggregate was taken from the cache (and so may be stale).
+    from_cache: Mutex<bool>,
     receipt: Mutex<Option<CommitReceipt>>,
     /// The committed events, as `Vec<A::Event>` of the aggregate that ran.
     events: Mutex<Option<Box<dyn Any + Send>>>,
@@ -35,24 +37,44 @@ tokio::task_local! {
 
 /// Runs `command` (one `execute_with_metadata` call) in a scope that carries `expected_version`
 /// and collects the commit receipt.
+/// What a scope collected besides the command's own output.
+#[derive(Debug)]
+pub struct Collected<E> {
+    /// What the commit wrote; `None` if the command never reached a commit.
+    pub receipt: Option<CommitReceipt>,
+    /// The committed events.
+    pub events: Vec<E>,
+    /// The command decided on cached state.
+    pub from_cache: bool,
+}
+
 pub async fn run<F: Future, E: 'static>(
     expected_version: Option<u64>,
     command: F,
-) -> (F::Output, Option<CommitReceipt>, Vec<E>) {
+) -> (F::Output, Collected<E>) {
     let scope = CommandScope {
         expected_version,
+        from_cache: Mutex::new(false),
         receipt: Mutex::new(None),
         events: Mutex::new(None),
     };
     SCOPE
         .scope(scope, async move {
             let output = command.await;
-            let (receipt, events) = SCOPE.with(|s| (take(&s.receipt), take(&s.events)));
+            let (receipt, events, from_cache) = SCOPE.with(|s| {
+                let from_cache = *s.from_cache.lock().unwrap_or_else(|e| e.into_inner());
+                (take(&s.receipt), take(&s.events), from_cache)
+            });
             let events = events
                 .and_then(|e| e.downcast::<Vec<E>>().ok())
                 .map(|e| *e)
                 .unwrap_or_default();
-            (output, receipt, events)
+            let collected = Collected {
+                receipt,
+                events,
+                from_cache,
+            };
+            (output, collected)
         })
         .await
 }
@@ -60,6 +82,13 @@ pub async fn run<F: Future, E: 'static>(
 /// The version the caller expects the aggregate to be at, if the command runs in a scope that says.
 pub(crate) fn expected_version() -> Option<u64> {
     SCOPE.try_with(|s| s.expected_version).ok().flatten()
+}
+
+/// Notes that the command's aggregate came from the cache.
+pub(crate) fn loaded_from_cache() {
+    let _outside_a_scope = SCOPE.try_with(|s| {
+        *s.from_cache.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    });
 }
 
 /// Records what the commit wrote; outside a scope there is nobody to tell, which is fine.

@@ -105,6 +105,14 @@ pub enum ServiceError {
     /// Storage failed: not the caller's fault.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The command itself was recorded, but a follow-up step it calls for failed. The process
+    /// managers will complete the step; until then its effects are not all visible.
+    #[error("the command was recorded but its follow-up step {step} failed: {cause}")]
+    Incomplete {
+        outcome: Box<Outcome>,
+        step: String,
+        cause: String,
+    },
 }
 
 impl ServiceError {
@@ -115,7 +123,7 @@ impl ServiceError {
             Self::Contract(e) => Some(e.kind()),
             Self::Escrow(e) => Some(e.kind()),
             Self::Conflict { .. } => Some(ErrorKind::Conflict),
-            Self::Internal(_) => None,
+            Self::Internal(_) | Self::Incomplete { .. } => None,
         }
     }
 
@@ -125,7 +133,7 @@ impl ServiceError {
             Self::Gig(e) => DomainError::field(e),
             Self::Contract(e) => DomainError::field(e),
             Self::Escrow(e) => DomainError::field(e),
-            Self::Conflict { .. } | Self::Internal(_) => None,
+            Self::Conflict { .. } | Self::Internal(_) | Self::Incomplete { .. } => None,
         }
     }
 }
@@ -146,6 +154,21 @@ where
 pub enum FollowUp {
     Contract(ContractId, ContractCommand),
     Escrow(ContractId, EscrowCommand),
+}
+
+impl FollowUp {
+    /// The step's command, for messages (`Escrow.Release`).
+    pub fn name(&self) -> String {
+        let debug = match self {
+            FollowUp::Contract(_, c) => format!("Contract.{c:?}"),
+            FollowUp::Escrow(_, c) => format!("Escrow.{c:?}"),
+        };
+        debug
+            .split([' ', '{', '('])
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
 }
 
 /// A committed event of any aggregate, decoded.
@@ -397,24 +420,31 @@ impl Services {
         if !self.config.run_follow_ups {
             return Ok(outcome);
         }
+        // Every step is tried even if an earlier one failed; the first failure is reported.
+        let mut failed = None;
         for (event_id, event) in committed.events {
             let event = wrap(event);
             for step in follow_ups(&id, &event, metadata.at) {
+                let name = step.name();
                 match self
                     .run_follow_up(step, &metadata.follow_up(event_id))
                     .await
                 {
                     Ok(done) => outcome.position = outcome.position.max(done.position),
-                    // The command itself is committed; the process manager will complete the
-                    // step. Say so once, here at the boundary.
-                    Err(e) => tracing::error!(
-                        event.id = %event_id, error = %e,
-                        "follow-up step failed; the process manager will retry it"
-                    ),
+                    Err(e) => {
+                        failed.get_or_insert((name, e.to_string()));
+                    }
                 }
             }
         }
-        Ok(outcome)
+        match failed {
+            None => Ok(outcome),
+            Some((step, cause)) => Err(ServiceError::Incomplete {
+                outcome: Box::new(outcome),
+                step,
+                cause,
+            }),
+        }
     }
 
     /// The current state of a gig (for authorisation checks and tests).

@@ -550,6 +550,13 @@ where
         &self.repo
     }
 
+    /// Forgets one cached aggregate: its next command loads it from the database.
+    pub fn evict(&self, aggregate_id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.remove(aggregate_id);
+        }
+    }
+
     /// Forgets every cached aggregate (tests use it to force loads from the database).
     pub fn clear_cache(&self) {
         if let Some(cache) = &self.cache {
@@ -559,12 +566,6 @@ where
 
     fn cached(&self, aggregate_id: &str) -> Option<Arc<Cached<A>>> {
         self.cache.as_ref()?.get(aggregate_id)
-    }
-
-    fn evict(&self, aggregate_id: &str) {
-        if let Some(cache) = &self.cache {
-            cache.remove(aggregate_id);
-        }
     }
 
     /// Keeps the newest state seen. Check-then-insert can race with another task caching a newer
@@ -661,6 +662,7 @@ where
         if let Some(hit) = self.cached(aggregate_id) {
             // A cached version other than the expected one may just be stale: ask the database.
             if expected.is_none_or(|v| v == hit.version) {
+                scope::loaded_from_cache();
                 return Ok(StoreContext {
                     aggregate_id: aggregate_id.to_owned(),
                     aggregate: hit.aggregate.clone(),

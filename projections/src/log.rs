@@ -191,14 +191,15 @@ pub async fn checkpoint_of<'e>(
     .transpose()
 }
 
-/// How long the oldest transaction that has written events (or may still) has been open, in
-/// seconds; `0.0` when none is. Readers cannot pass such a transaction, so this is the metric to
-/// alert on when projections stall.
+/// How long the oldest transaction that holds a transaction id has been open, in seconds (`0.0`
+/// when none is), across the whole cluster and including prepared transactions: transaction ids
+/// are cluster-wide, so any of them holds readers back. This is the metric to alert on when
+/// projections stall.
 pub async fn oldest_open_writer_age<'e>(db: impl PgExecutor<'e>) -> Result<f64, sqlx::Error> {
     sqlx::query_scalar(
-        "select coalesce(extract(epoch from now() - min(xact_start))::float8, 0)
-           from pg_stat_activity
-          where backend_xid is not null and datname = current_database()",
+        "select coalesce(extract(epoch from now() - least(
+                    (select min(xact_start) from pg_stat_activity where backend_xid is not null),
+                    (select min(prepared) from pg_prepared_xacts)))::float8, 0)",
     )
     .fetch_one(db)
     .await

@@ -4,11 +4,13 @@
 //!    (`like read.x including all`: columns, defaults, generated columns, indexes, constraints).
 //! 2. The handler replays the whole log into them under the checkpoint `<name>#rebuild`; the live
 //!    tables and the live worker are untouched meanwhile.
-//! 3. When the copy has caught up, one transaction swaps them in: it locks the live tables first
-//!    (the order a live batch takes its locks in: tables, then checkpoint, so the two never
-//!    deadlock), then the live checkpoint row; drops the live tables, moves the copies into
-//!    `read`, and sets the live checkpoint to where the copy stands. The live worker then goes on
-//!    from there; a batch it had in flight fails its conditional checkpoint update and rolls back.
+//! 3. When the copy has caught up, one transaction swaps them in: it locks the live tables and
+//!    the live checkpoint row, drops the live tables, moves the copies into `read`, and sets the
+//!    live checkpoint to where the copy stands. The live worker then goes on from there; a batch it
+//!    had in flight fails its conditional checkpoint update and rolls back. A live batch can hold
+//!    one table while wanting another the swap already locked, so the swap may deadlock with it or
+//!    wait: it runs under a `lock_timeout`, and on a deadlock or timeout it catches up again and
+//!    retries, so the replay is never wasted and readers are never blocked for long.
 
 use sqlx::PgPool;
 
@@ -34,6 +36,9 @@ fn checked(table: &str) -> Result<&str, RebuildError> {
         Err(RebuildError::BadTableName(table.to_owned()))
     }
 }
+
+/// How often the swap is tried before the rebuild gives up (the copy stays in `read_rebuild`).
+const SWAP_ATTEMPTS: u32 = 10;
 
 /// Rebuilds `handler`'s read model (its `tables`) from zero and swaps it in. Returns how many events
 /// the replay applied.
@@ -69,17 +74,46 @@ pub async fn rebuild(
     let mut applied = catch_up(pool, handler, &target, batch_size).await?;
     applied += catch_up(pool, handler, &target, batch_size).await?;
 
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match swap(pool, &name, &target, tables, applied).await {
+            Ok(()) => break,
+            Err(RebuildError::Database(sqlx::Error::Database(e)))
+                if attempt < SWAP_ATTEMPTS
+                    && matches!(e.code().as_deref(), Some("40P01" | "55P03")) =>
+            {
+                tracing::info!(projection.name = %name, attempt, "swap waited too long; catching up and retrying");
+                applied += catch_up(pool, handler, &target, batch_size).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(applied)
+}
+
+/// Swaps the caught-up copies in for the live tables, in one transaction.
+async fn swap(
+    pool: &PgPool,
+    name: &str,
+    target: &Target,
+    tables: &[&str],
+    applied: usize,
+) -> Result<(), RebuildError> {
     let mut tx = pool.begin().await?;
-    for table in tables {
-        sqlx::query(&format!(
-            "lock table read.{} in access exclusive mode",
-            checked(table)?
-        ))
+    sqlx::query("set local lock_timeout = '5s'")
         .execute(&mut *tx)
         .await?;
-    }
+    let live = tables
+        .iter()
+        .map(|t| checked(t).map(|t| format!("read.{t}")))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
+    sqlx::query(&format!("lock table {live} in access exclusive mode"))
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("select 1 from projection_checkpoints where name = $1 for update")
-        .bind(&name)
+        .bind(name)
         .execute(&mut *tx)
         .await?;
     let copy = load_checkpoint(pool, &target.checkpoint).await?;
@@ -100,7 +134,7 @@ pub async fn rebuild(
                 events_applied = excluded.events_applied, updated_at = now(),
                 status = 'running', failed_position = null, last_error = null",
     )
-    .bind(&name)
+    .bind(name)
     .bind(copy.transaction_id)
     .bind(copy.position)
     .bind(i64::try_from(applied).unwrap_or(i64::MAX))
@@ -121,5 +155,5 @@ pub async fn rebuild(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(applied)
+    Ok(())
 }

@@ -27,6 +27,33 @@ use crate::log::{read_after, Checkpoint, RecordedEvent};
 /// What a handler's failure says; it is stored and logged as text.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A failure that says nothing against the event: a step whose precondition another worker has
+/// not met yet, a conflict, a lost connection. The worker retries it with growing pauses and never
+/// stops on it (the error shows in `projection_checkpoints.last_error` meanwhile).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (will retry)")]
+pub struct RetryLater(pub String);
+
+/// Marks `error` as one to retry rather than stop on.
+pub fn retry_later(error: impl std::fmt::Display) -> HandlerError {
+    Box::new(RetryLater(error.to_string()))
+}
+
+fn is_transient(error: &HandlerError) -> bool {
+    if error.downcast_ref::<RetryLater>().is_some() {
+        return true;
+    }
+    matches!(
+        error.downcast_ref::<sqlx::Error>(),
+        Some(
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        )
+    )
+}
+
 /// A named consumer of the global log.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync + 'static {
@@ -184,6 +211,32 @@ impl Leases {
         }
     }
 
+    /// Pings the lease session every `interval` until `shutdown`, so a session the server dropped
+    /// (a network cut, `pg_terminate_backend`, an idle timeout) is noticed within one interval:
+    /// the generation changes and this process's workers stop and ask for their leases again.
+    pub async fn keep_alive(
+        self: Arc<Self>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            {
+                let mut session = self.session.lock().await;
+                if let Some(conn) = session.as_mut() {
+                    if sqlx::query("select 1").execute(&mut *conn).await.is_err() {
+                        *session = None;
+                        self.generation.fetch_add(1, AtomicOrdering::SeqCst);
+                        tracing::warn!("lost the lease session; workers will ask again");
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
     /// Whether a lease taken under `generation` is still held.
     fn holds(&self, generation: u64) -> bool {
         self.generation.load(AtomicOrdering::SeqCst) == generation
@@ -211,10 +264,12 @@ fn lease_key(name: &str) -> String {
 /// The outcome of one batch attempt.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {
-    /// Applied this many events.
-    Applied(usize),
-    /// Nothing settled after the checkpoint.
-    CaughtUp,
+    /// Applied this many events, up to this checkpoint.
+    Applied(usize, Checkpoint),
+    /// Nothing settled after the checkpoint. `pending`: committed events exist past it that are
+    /// not settled yet (an older transaction elsewhere is still open), so look again soon: their
+    /// NOTIFY has already been sent.
+    CaughtUp { pending: bool },
     /// Another runner moved the checkpoint first; this batch was rolled back.
     Overtaken,
 }
@@ -263,7 +318,17 @@ async fn step(
         .await
         .map_err(StepError::Database)?;
     let Some(last) = events.last() else {
-        return Ok(Step::CaughtUp);
+        drop(tx);
+        let pending: bool = sqlx::query_scalar(
+            "select exists (select 1 from events
+                             where (transaction_id, position) > ($1::bigint::text::xid8, $2))",
+        )
+        .bind(from.transaction_id)
+        .bind(from.position)
+        .fetch_one(pool)
+        .await
+        .map_err(StepError::Database)?;
+        return Ok(Step::CaughtUp { pending });
     };
     let to = last.checkpoint();
     sqlx::query("select set_config('search_path', $1, true)")
@@ -275,8 +340,9 @@ async fn step(
         .handle(&mut tx, &events)
         .await
         .map_err(|e| StepError::Handler {
-            first_position: events[0].position,
+            first: events[0].checkpoint(),
             error: e.to_string(),
+            transient: is_transient(&e),
         })?;
     let moved = sqlx::query(
         "update projection_checkpoints
@@ -298,13 +364,18 @@ async fn step(
         return Ok(Step::Overtaken);
     }
     tx.commit().await.map_err(StepError::Database)?;
-    Ok(Step::Applied(events.len()))
+    Ok(Step::Applied(events.len(), to))
 }
 
 #[derive(Debug)]
 enum StepError {
     Database(sqlx::Error),
-    Handler { first_position: i64, error: String },
+    Handler {
+        /// The first event of the failed batch.
+        first: Checkpoint,
+        error: String,
+        transient: bool,
+    },
 }
 
 /// Runs `handler` until `shutdown` turns true: takes the lease, then applies batches as events
@@ -338,6 +409,8 @@ pub async fn run_worker(
         };
         if let Err(e) = ensure_checkpoint(&pool, &name).await {
             tracing::warn!(projection.name = %name, error = %e, "cannot create the checkpoint");
+            // Advisory locks count: give this one back before asking again.
+            leases.release(&name, generation).await;
             sleep_or_shutdown(config.lease_retry, &mut shutdown).await;
             continue;
         }
@@ -371,6 +444,8 @@ async fn drive(
 ) -> bool {
     let name = target.checkpoint.as_str();
     let mut batch_size = config.batch_size;
+    // After a failure, batches of one until the worker is past the event that failed.
+    let mut narrow_until: Option<Checkpoint> = None;
     let mut failures = 0u32;
     loop {
         if *shutdown.borrow() {
@@ -382,9 +457,15 @@ async fn drive(
         }
         let started = Instant::now();
         match step(pool, handler, target, batch_size).await {
-            Ok(Step::Applied(n)) => {
+            Ok(Step::Applied(n, to)) => {
+                if failures > 0 {
+                    clear_error(pool, name).await;
+                }
                 failures = 0;
-                batch_size = config.batch_size;
+                if narrow_until.is_none_or(|failed| to >= failed) {
+                    narrow_until = None;
+                    batch_size = config.batch_size;
+                }
                 metrics::counter!("gigledger_projection_events_total", "projection" => name.to_owned())
                     .increment(n as u64);
                 metrics::histogram!("gigledger_projection_batch_seconds", "projection" => name.to_owned())
@@ -394,7 +475,10 @@ async fn drive(
                 tracing::warn!(projection.name = %name, "another runner advanced this projection; yielding the lease");
                 return false;
             }
-            Ok(Step::CaughtUp) => {
+            Ok(Step::CaughtUp { pending: true }) => {
+                sleep_or_shutdown(Duration::from_millis(20), shutdown).await;
+            }
+            Ok(Step::CaughtUp { pending: false }) => {
                 tokio::select! {
                     () = notifier.wait(config.poll_interval) => {}
                     _ = shutdown.changed() => {}
@@ -406,27 +490,66 @@ async fn drive(
                 return false;
             }
             Err(StepError::Handler {
-                first_position,
+                first,
                 error,
+                transient,
             }) => {
-                // Narrow down to the one event that fails before giving up on it.
+                // Narrow down to the one event that fails before judging it.
                 if batch_size > 1 {
                     batch_size = 1;
+                    narrow_until = Some(first);
                     continue;
                 }
-                failures += 1;
+                failures = failures.saturating_add(1);
+                if transient {
+                    tracing::warn!(
+                        projection.name = %name, event.position = first.position,
+                        attempt = failures, error = %error, "step not possible yet; retrying"
+                    );
+                    record_error(pool, name, first.position, &error).await;
+                    let pause = 100u64.saturating_mul(1 << failures.min(8)).min(30_000);
+                    sleep_or_shutdown(Duration::from_millis(pause), shutdown).await;
+                    continue;
+                }
                 tracing::error!(
-                    projection.name = %name, event.position = first_position, attempt = failures,
+                    projection.name = %name, event.position = first.position, attempt = failures,
                     error = %error, "projection failed to apply an event"
                 );
                 if failures >= config.max_attempts {
-                    record_failure(pool, name, first_position, &error).await;
+                    record_failure(pool, name, first.position, &error).await;
                     return true;
                 }
                 sleep_or_shutdown(Duration::from_millis(100 * u64::from(failures)), shutdown).await;
             }
         }
     }
+}
+
+/// Notes a retried failure without stopping the worker.
+async fn record_error(pool: &PgPool, name: &str, position: i64, error: &str) {
+    let stored = sqlx::query(
+        "update projection_checkpoints
+            set failed_position = $2, last_error = $3, updated_at = now()
+          where name = $1",
+    )
+    .bind(name)
+    .bind(position)
+    .bind(error)
+    .execute(pool)
+    .await;
+    if let Err(e) = stored {
+        tracing::warn!(projection.name = %name, error = %e, "could not record the retried failure");
+    }
+}
+
+async fn clear_error(pool: &PgPool, name: &str) {
+    let _best_effort = sqlx::query(
+        "update projection_checkpoints set failed_position = null, last_error = null
+          where name = $1 and status = 'running'",
+    )
+    .bind(name)
+    .execute(pool)
+    .await;
 }
 
 async fn record_failure(pool: &PgPool, name: &str, position: i64, error: &str) {
@@ -474,10 +597,11 @@ pub async fn catch_up(
         position,
     });
     let mut total = 0;
+    let mut retries = 0;
     loop {
         match step(pool, handler, target, batch_size).await {
-            Ok(Step::Applied(n)) => total += n,
-            Ok(Step::CaughtUp) => {
+            Ok(Step::Applied(n, _)) => total += n,
+            Ok(Step::CaughtUp { .. }) => {
                 if load_checkpoint(pool, &target.checkpoint).await? >= end {
                     return Ok(total);
                 }
@@ -486,12 +610,16 @@ pub async fn catch_up(
             Ok(Step::Overtaken) => {}
             Err(StepError::Database(e)) => return Err(e),
             Err(StepError::Handler {
-                first_position,
-                error,
-            }) => {
+                transient: true, ..
+            }) if retries < 50 => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(StepError::Handler { first, error, .. }) => {
                 return Err(sqlx::Error::Protocol(format!(
-                    "{} failed at or after position {first_position}: {error}",
-                    handler.name()
+                    "{} failed at or after position {}: {error}",
+                    handler.name(),
+                    first.position
                 )))
             }
         }

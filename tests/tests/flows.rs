@@ -682,3 +682,147 @@ async fn fifty_concurrent_approvals_of_one_milestone_release_exactly_once(pool: 
     assert_eq!(releases, 1);
     assert_eq!(w.balance(contract, m[0]).await, (99_99, 99_99, 0, 0));
 }
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_process_manager_ahead_of_another_retries_instead_of_stopping(pool: PgPool) {
+    use gigledger_commands::process::Process;
+    use gigledger_projections::runtime::{
+        run_worker, statuses, wait_for_position, Leases, LogNotifier, WorkerConfig,
+    };
+
+    // No follow-ups run inline: the managers do everything, in whatever order they get to it.
+    let w = World::with_config(
+        pool.clone(),
+        ServicesConfig {
+            run_follow_ups: false,
+            ..ServicesConfig::default()
+        },
+    );
+    let gig = w.post_gig().await;
+    let (proposal, m) = w.propose(gig, &w.freelancer, &[10_00]).await;
+    let (contract, _) = w.accept(gig, proposal).await.unwrap();
+    let start = ProcessManager::new(Process::StartContract, w.services.clone());
+    catch_up(
+        &pool,
+        &start,
+        &Target::live(Process::StartContract.name()),
+        100,
+    )
+    .await
+    .unwrap();
+    w.fund(contract, m[0], "k").await.unwrap();
+    let dispute = DisputeId::new();
+    for command in [
+        ContractCommand::MarkMilestoneFunded {
+            milestone_id: m[0],
+            actor: Actor::system(),
+            at: w.now(),
+        },
+        ContractCommand::OpenDispute {
+            dispute_id: dispute,
+            milestone_id: m[0],
+            reason: "Nothing delivered.".into(),
+            actor: w.client.clone(),
+            at: w.now(),
+        },
+        ContractCommand::ResolveDispute {
+            dispute_id: dispute,
+            release: usd(0),
+            refund: usd(10_00),
+            actor: w.admin.clone(),
+            at: w.now(),
+        },
+    ] {
+        w.contract_command(contract, command).await.unwrap();
+    }
+
+    // The settle manager reaches DisputeResolved before anyone froze the funds.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let settle = tokio::spawn(run_worker(
+        pool.clone(),
+        Arc::new(ProcessManager::new(Process::Settle, w.services.clone())),
+        Target::live(Process::Settle.name()),
+        WorkerConfig::default(),
+        Leases::new(&pool),
+        LogNotifier::polling(),
+        stopped,
+    ));
+    let mut retrying = false;
+    for _ in 0..100 {
+        let all = statuses(&pool).await.unwrap();
+        if let Some(s) = all.iter().find(|s| s.name == Process::Settle.name()) {
+            if s.last_error.is_some() {
+                assert_eq!(
+                    s.status, "running",
+                    "a step not possible yet never stops the worker"
+                );
+                retrying = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(retrying, "the settle manager met the missing freeze");
+
+    let freeze = ProcessManager::new(Process::Freeze, w.services.clone());
+    catch_up(&pool, &freeze, &Target::live(Process::Freeze.name()), 100)
+        .await
+        .unwrap();
+    let last: i64 =
+        sqlx::query_scalar("select max(position) from events where event_type = 'DisputeResolved'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(wait_for_position(
+        &pool,
+        Process::Settle.name(),
+        last,
+        std::time::Duration::from_secs(30)
+    )
+    .await
+    .unwrap());
+    stop.send(true).unwrap();
+    settle.await.unwrap();
+    assert_eq!(w.balance(contract, m[0]).await, (10_00, 0, 10_00, 0));
+    let status = statuses(&pool).await.unwrap();
+    let settle = status
+        .iter()
+        .find(|s| s.name == Process::Settle.name())
+        .unwrap();
+    assert_eq!(
+        (settle.status.as_str(), settle.last_error.as_deref()),
+        ("running", None)
+    );
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_timer_that_fails_is_recorded_and_does_not_block_the_next(pool: PgPool) {
+    let w = World::new(pool.clone());
+    let (contract, m) = w.funded_contract(&[5_00]).await;
+    w.submit(contract, m[0]).await;
+    w.run_process_managers().await;
+    // A timer for a contract that does not exist, due before the real one.
+    sqlx::query(
+        "insert into due_timers (timer_key, kind, contract_id, milestone_id, due_at, causation_id,
+                                 correlation_id)
+         values ('auto_approve:ghost', 'auto_approve', gen_random_uuid(), gen_random_uuid(),
+                 $1, gen_random_uuid(), 'test')",
+    )
+    .bind(w.now())
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    w.clock.advance(Duration::days(15));
+    let timers = TimerRunner::new(pool.clone(), w.services.clone(), w.clock.clone());
+    assert_eq!(timers.fire_due().await.unwrap(), 1, "the real timer fired");
+    assert_eq!(w.balance(contract, m[0]).await.1, 5_00);
+    let (attempts, error): (i32, Option<String>) = sqlx::query_as(
+        "select attempts, last_error from due_timers where timer_key = 'auto_approve:ghost'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.is_some());
+}

@@ -24,6 +24,13 @@ pub enum TallyCommand {
     AddMany(Vec<i64>),
     /// Writes nothing.
     Nothing,
+    /// Adds `n` only if the total is at least `threshold` (a rule that depends on the state).
+    AddIfAtLeast {
+        threshold: i64,
+        n: i64,
+    },
+    /// Moves the total to `target` (nothing to write when it is there already).
+    SetTo(i64),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,8 +48,12 @@ impl DomainEvent for TallyEvent {
 }
 
 #[derive(Debug, PartialEq, thiserror::Error)]
-#[error("cannot add a negative number")]
-pub struct Negative;
+pub enum Negative {
+    #[error("cannot add a negative number")]
+    Negative,
+    #[error("the total is below the threshold")]
+    BelowThreshold,
+}
 
 impl Aggregate for Tally {
     const TYPE: &'static str = "tally";
@@ -61,9 +72,29 @@ impl Aggregate for Tally {
             TallyCommand::Add(n) => vec![n],
             TallyCommand::AddMany(ns) => ns,
             TallyCommand::Nothing => vec![],
+            TallyCommand::AddIfAtLeast { threshold, n } => {
+                if self.total < threshold {
+                    return Err(Negative::BelowThreshold);
+                }
+                vec![n]
+            }
+            TallyCommand::SetTo(target) => {
+                if target == self.total {
+                    vec![]
+                } else {
+                    sink.write(
+                        TallyEvent::Added {
+                            n: target - self.total,
+                        },
+                        self,
+                    )
+                    .await;
+                    return Ok(());
+                }
+            }
         };
         if numbers.iter().any(|n| *n < 0) {
-            return Err(Negative);
+            return Err(Negative::Negative);
         }
         for n in numbers {
             sink.write(TallyEvent::Added { n }, self).await;

@@ -177,7 +177,7 @@ async fn a_rejected_command_writes_nothing_and_returns_the_domain_error(pool: Pg
         .execute("t1", TallyCommand::AddMany(vec![1, -1]), &meta(), None)
         .await
         .unwrap_err();
-    assert_eq!(err.rejection(), Some(&crate::common::Negative));
+    assert_eq!(err.rejection(), Some(&crate::common::Negative::Negative));
     let count: i64 = sqlx::query_scalar("select count(*) from events")
         .fetch_one(&pool)
         .await
@@ -375,4 +375,53 @@ async fn the_state_survives_a_restart(pool: PgPool) {
             2
         )
     );
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_refusal_decided_on_a_stale_cache_is_decided_again_on_the_database(pool: PgPool) {
+    let stale = bus(&pool, StoreConfig::default());
+    let other_process = bus(&pool, StoreConfig::default());
+    stale
+        .execute("t1", TallyCommand::Add(1), &meta(), None)
+        .await
+        .unwrap();
+    other_process
+        .execute("t1", TallyCommand::Add(10), &meta(), None)
+        .await
+        .unwrap();
+
+    // `stale` still believes the total is 1; the database says 11.
+    let receipt = stale
+        .execute(
+            "t1",
+            TallyCommand::AddIfAtLeast { threshold: 5, n: 1 },
+            &meta(),
+            None,
+        )
+        .await
+        .unwrap()
+        .receipt;
+    assert_eq!(receipt.version, 3);
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_no_op_decided_on_a_stale_cache_is_decided_again_on_the_database(pool: PgPool) {
+    let stale = bus(&pool, StoreConfig::default());
+    let other_process = bus(&pool, StoreConfig::default());
+    stale
+        .execute("t1", TallyCommand::Add(11), &meta(), None)
+        .await
+        .unwrap();
+    other_process
+        .execute("t1", TallyCommand::Add(5), &meta(), None)
+        .await
+        .unwrap();
+
+    // On its cache the total is already 11 (nothing to write); on the database it is 16.
+    stale
+        .execute("t1", TallyCommand::SetTo(11), &meta(), None)
+        .await
+        .unwrap();
+    let (state, version) = bus(&pool, NO_CACHE).load("t1").await.unwrap();
+    assert_eq!((state.total, version), (11, 3));
 }
