@@ -73,7 +73,10 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     };
     let options = PgConnectOptions::from_str(&settings.database_url)
         .map_err(unreachable)?
-        .application_name(&format!("gigledger:{}", std::process::id()));
+        .application_name(&format!("gigledger:{}", std::process::id()))
+        // The event store wakes readers itself after commit (see commands/src/store.rs), which
+        // spares every commit the database-wide lock of a NOTIFY inside the transaction.
+        .options([("gigledger.notify", "off")]);
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(5))

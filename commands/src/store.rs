@@ -34,6 +34,49 @@ use crate::scope::{self, CommitReceipt};
 #[derive(Clone, Debug)]
 pub struct PgEventRepository {
     pool: PgPool,
+    wake: WakeReaders,
+}
+
+/// Wakes log readers after appends: one `NOTIFY gigledger_events` after a commit, coalescing every
+/// commit that lands while one is being sent into the next. Sessions that set
+/// `gigledger.notify = off` (the service's own pool) skip the trigger's per-commit NOTIFY, which
+/// takes a database-wide lock at every commit; this keeps readers as prompt at a fraction of it.
+#[derive(Clone, Debug, Default)]
+struct WakeReaders {
+    inner: Arc<WakeInner>,
+}
+
+#[derive(Debug, Default)]
+struct WakeInner {
+    pending: std::sync::atomic::AtomicBool,
+    started: std::sync::OnceLock<()>,
+    wake: tokio::sync::Notify,
+}
+
+impl WakeReaders {
+    fn signal(&self, pool: &PgPool) {
+        use std::sync::atomic::Ordering;
+        self.inner.pending.store(true, Ordering::SeqCst);
+        self.inner.started.get_or_init(|| {
+            let inner = Arc::clone(&self.inner);
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                loop {
+                    inner.wake.notified().await;
+                    while inner.pending.swap(false, Ordering::SeqCst) {
+                        if pool.is_closed() {
+                            return;
+                        }
+                        // Best effort: readers poll anyway.
+                        let _ = sqlx::query("select pg_notify('gigledger_events', '')")
+                            .execute(&pool)
+                            .await;
+                    }
+                }
+            });
+        });
+        self.inner.wake.notify_one();
+    }
 }
 
 /// One event ready to append.
@@ -142,7 +185,10 @@ pub struct StoredStream {
 
 impl PgEventRepository {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            wake: WakeReaders::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -160,7 +206,7 @@ impl PgEventRepository {
         events: &[NewEvent],
         snapshot: Option<&SnapshotUpdate>,
     ) -> Result<Vec<Appended>, PersistenceError> {
-        Self::append_with(
+        let appended = Self::append_with(
             &self.pool,
             aggregate_type,
             aggregate_id,
@@ -168,7 +214,9 @@ impl PgEventRepository {
             events,
             snapshot,
         )
-        .await
+        .await?;
+        self.wake.signal(&self.pool);
+        Ok(appended)
     }
 
     /// [`Self::append`] on a given connection or transaction (it must be the transaction's first
