@@ -145,3 +145,45 @@ async fn serve_prepares_its_database_and_answers_health_and_readiness() {
     drop(server);
     drop_database(&name).await;
 }
+
+#[tokio::test]
+async fn projections_rebuild_and_status_work_from_the_command_line() {
+    let (name, url) = fresh_database();
+    let migrated = run(&["migrate"], &url);
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+
+    let rebuilt = run(&["projections", "rebuild", "gig_board"], &url);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert!(String::from_utf8_lossy(&rebuilt.stdout).contains("rebuilt gig_board"));
+
+    let status = run(&["projections", "status"], &url);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let table = String::from_utf8_lossy(&status.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("gig_board"))
+        .unwrap_or_else(|| panic!("gig_board listed: {table}"));
+    assert!(row.ends_with("running"), "{row}");
+
+    let unknown = run(&["projections", "rebuild", "no_such_model"], &url);
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("no read model named") && stderr.contains("ledger"),
+        "{stderr}"
+    );
+
+    drop_database(&name).await;
+}
