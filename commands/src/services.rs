@@ -287,18 +287,16 @@ impl Services {
     ) -> Result<Outcome, ServiceError> {
         let actor = actor_of(command.actor());
         let metadata = self.metadata(ctx, actor.0, actor.1);
-        let committed = self
-            .gigs
-            .execute(
-                &gig_id.to_string(),
-                command,
-                &metadata,
-                ctx.expected_version,
-            )
-            .await
-            .map_err(from_bus)?;
-        self.finish(gig_id.to_string(), committed, AnyEvent::Gig, &metadata)
-            .await
+        let id = gig_id.to_string();
+        self.run_on(
+            &self.gigs,
+            id,
+            command,
+            AnyEvent::Gig,
+            &metadata,
+            ctx.expected_version,
+        )
+        .await
     }
 
     /// Runs a contract command, then its follow-ups (approval releases, a dispute freezes, ...).
@@ -334,21 +332,14 @@ impl Services {
         metadata: &CommandMetadata,
         expected_version: Option<u64>,
     ) -> Result<Outcome, ServiceError> {
-        let committed = self
-            .contracts
-            .execute(
-                &contract_id.to_string(),
-                command,
-                metadata,
-                expected_version,
-            )
-            .await
-            .map_err(from_bus)?;
-        self.finish(
-            contract_id.to_string(),
-            committed,
+        let id = contract_id.to_string();
+        self.run_on(
+            &self.contracts,
+            id,
+            command,
             AnyEvent::Contract,
             metadata,
+            expected_version,
         )
         .await
     }
@@ -360,23 +351,39 @@ impl Services {
         metadata: &CommandMetadata,
         expected_version: Option<u64>,
     ) -> Result<Outcome, ServiceError> {
-        let committed = self
-            .escrows
-            .execute(
-                &contract_id.to_string(),
-                command,
-                metadata,
-                expected_version,
-            )
-            .await
-            .map_err(from_bus)?;
-        self.finish(
-            contract_id.to_string(),
-            committed,
+        let id = contract_id.to_string();
+        self.run_on(
+            &self.escrows,
+            id,
+            command,
             AnyEvent::Escrow,
             metadata,
+            expected_version,
         )
         .await
+    }
+
+    /// Runs `command` on aggregate `id` through `bus`, then the follow-ups of what it wrote.
+    async fn run_on<A>(
+        &self,
+        bus: &CommandBus<A>,
+        id: String,
+        command: A::Command,
+        wrap: fn(A::Event) -> AnyEvent,
+        metadata: &CommandMetadata,
+        expected_version: Option<u64>,
+    ) -> Result<Outcome, ServiceError>
+    where
+        A: cqrs_es::Aggregate + Clone,
+        A::Command: Clone,
+        A::Event: 'static,
+        A::Error: Into<ServiceError>,
+    {
+        let committed = bus
+            .execute(&id, command, metadata, expected_version)
+            .await
+            .map_err(from_bus)?;
+        self.finish(id, committed, wrap, metadata).await
     }
 
     /// Runs one follow-up step caused by the stored event `cause` (used by the process managers,
