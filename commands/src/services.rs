@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use gigledger_domain::{
     Contract, ContractCommand, ContractError, ContractEvent, ContractId, DomainError, ErrorKind,
     Escrow, EscrowCommand, EscrowError, EscrowEvent, EscrowServices, GatewayError, Gig, GigCommand,
-    GigError, GigEvent, GigId, PaymentGateway,
+    GigError, GigEvent, GigId, MilestoneId, PaymentGateway,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -228,6 +228,12 @@ impl PaymentGateway for TimeoutGateway {
             .await
             .unwrap_or(Err(GatewayError::Timeout))
     }
+
+    async fn void(&self, idempotency_key: &str) -> Result<(), GatewayError> {
+        tokio::time::timeout(self.timeout, self.inner.void(idempotency_key))
+            .await
+            .unwrap_or(Err(GatewayError::Timeout))
+    }
 }
 
 /// Every command of the system, with its follow-ups.
@@ -235,6 +241,7 @@ pub struct Services {
     gigs: CommandBus<Gig>,
     contracts: CommandBus<Contract>,
     escrows: CommandBus<Escrow>,
+    gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
     config: ServicesConfig,
 }
@@ -254,7 +261,12 @@ impl Services {
         Self {
             gigs: CommandBus::new(repo.clone(), config.gig_store, ()),
             contracts: CommandBus::new(repo.clone(), config.contract_store, ()),
-            escrows: CommandBus::new(repo, config.escrow_store, EscrowServices::new(gateway)),
+            escrows: CommandBus::new(
+                repo,
+                config.escrow_store,
+                EscrowServices::new(gateway.clone()),
+            ),
+            gateway,
             clock,
             config,
         }
@@ -313,6 +325,11 @@ impl Services {
     }
 
     /// Runs an escrow command, then its follow-ups (a deposit marks the milestone funded).
+    ///
+    /// A deposit charges the gateway before it can be written. If it is then refused or loses
+    /// every race (nothing of it was written) and the milestone shows no deposit at all, read
+    /// fresh from the database, the charge is unrecorded and is voided: a client is never charged
+    /// for a deposit the ledger does not hold. (After an ambiguous store error nothing is voided.)
     pub async fn escrow(
         &self,
         contract_id: ContractId,
@@ -321,8 +338,53 @@ impl Services {
     ) -> Result<Outcome, ServiceError> {
         let actor = actor_of(command.actor());
         let metadata = self.metadata(ctx, actor.0, actor.1);
-        self.escrow_with(contract_id, command, &metadata, ctx.expected_version)
-            .await
+        let deposit = match &command {
+            EscrowCommand::Deposit {
+                milestone_id,
+                idempotency_key,
+                ..
+            } => Some((*milestone_id, idempotency_key.clone())),
+            _ => None,
+        };
+        let result = self
+            .escrow_with(contract_id, command, &metadata, ctx.expected_version)
+            .await;
+        if let (Err(ServiceError::Escrow(_) | ServiceError::Conflict { .. }), Some((m, key))) =
+            (&result, deposit)
+        {
+            self.void_unrecorded_charge(contract_id, m, &key).await;
+        }
+        result
+    }
+
+    async fn void_unrecorded_charge(
+        &self,
+        contract_id: ContractId,
+        milestone: MilestoneId,
+        key: &str,
+    ) {
+        let id = contract_id.to_string();
+        self.escrows.store().evict(&id);
+        match self.escrows.load(&id).await {
+            Ok((escrow, _)) => {
+                let deposited = escrow
+                    .milestone_balance(milestone)
+                    .is_some_and(|b| b.deposited.amount > 0);
+                if deposited {
+                    return; // a deposit is on record: its charge stays
+                }
+                if let Err(e) = self.gateway.void(key).await {
+                    tracing::error!(
+                        contract.id = %contract_id, milestone.id = %milestone, error = %e,
+                        "a charge for a refused deposit could not be voided; reconcile it"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(
+                contract.id = %contract_id, milestone.id = %milestone, error = %e,
+                "could not tell whether a refused deposit's charge is recorded; reconcile it"
+            ),
+        }
     }
 
     async fn contract_with(

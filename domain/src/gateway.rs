@@ -73,6 +73,11 @@ pub enum GatewayError {
 pub trait PaymentGateway: Send + Sync {
     /// Charges the payer, or explains why not.
     async fn charge(&self, req: ChargeRequest) -> Result<ChargeReceipt, GatewayError>;
+
+    /// Cancels the charge made under `idempotency_key`, if there is one: for a charge whose deposit
+    /// was never recorded (the command was refused after charging, e.g. it lost a race to a
+    /// cancellation). Voiding a key with no charge is a no-op; a later charge with the key is new.
+    async fn void(&self, idempotency_key: &str) -> Result<(), GatewayError>;
 }
 
 /// How the simulated gateway behaves for the next charges.
@@ -100,6 +105,10 @@ struct Fingerprint {
 struct Ledger {
     mode: GatewayMode,
     charges: HashMap<String, (Fingerprint, ChargeReceipt)>,
+    /// Charge ids handed out so far (ids are never reused, voids included).
+    issued: usize,
+    /// Charges voided, by id.
+    voided: Vec<String>,
 }
 
 /// A deterministic in-memory gateway: charge ids are `sim_ch_000001`, `sim_ch_000002`, … in the
@@ -140,7 +149,14 @@ impl SimulatedGateway {
         self.ledger().mode
     }
 
-    /// How many distinct charges were made (retries under the same key are not counted).
+    /// The ids of the charges voided so far.
+    #[must_use]
+    pub fn voided(&self) -> Vec<String> {
+        self.ledger().voided.clone()
+    }
+
+    /// How many distinct charges stand (retries under the same key are not counted, voided
+    /// charges are not either).
     #[must_use]
     pub fn charge_count(&self) -> usize {
         self.ledger().charges.len()
@@ -186,8 +202,9 @@ impl SimulatedGateway {
                         ))
                     });
                 }
+                ledger.issued = ledger.issued.saturating_add(1);
                 let receipt = ChargeReceipt {
-                    charge_id: format!("sim_ch_{:06}", ledger.charges.len().saturating_add(1)),
+                    charge_id: format!("sim_ch_{:06}", ledger.issued),
                 };
                 ledger
                     .charges
@@ -206,6 +223,14 @@ impl PaymentGateway for SimulatedGateway {
             Outcome::Answer(answer) => answer,
             Outcome::Hang => std::future::pending().await,
         }
+    }
+
+    async fn void(&self, idempotency_key: &str) -> Result<(), GatewayError> {
+        let mut ledger = self.ledger();
+        if let Some((_, receipt)) = ledger.charges.remove(idempotency_key) {
+            ledger.voided.push(receipt.charge_id);
+        }
+        Ok(())
     }
 }
 

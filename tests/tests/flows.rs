@@ -826,3 +826,70 @@ async fn a_timer_that_fails_is_recorded_and_does_not_block_the_next(pool: PgPool
     assert_eq!(attempts, 1);
     assert!(error.is_some());
 }
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_deposit_that_charged_then_lost_to_a_cancellation_has_its_charge_voided(pool: PgPool) {
+    let w = World::new(pool.clone());
+    let gig = w.post_gig().await;
+    let (proposal, m) = w.propose(gig, &w.freelancer, &[70_00]).await;
+    let (contract, _) = w.accept(gig, proposal).await.unwrap();
+    // This process has the escrow cached, open.
+    w.services.load_escrow(contract).await.unwrap();
+
+    // Another process cancels the contract; its follow-up closes the escrow.
+    let other = Services::new(
+        pool,
+        ServicesConfig::default(),
+        w.gateway.clone(),
+        w.clock.clone(),
+    );
+    other
+        .contract(
+            contract,
+            ContractCommand::CancelContract {
+                reason: "No longer needed.".into(),
+                actor: w.client.clone(),
+                at: w.now(),
+            },
+            &RequestContext::new(),
+        )
+        .await
+        .unwrap();
+
+    // On its stale cache the deposit charges, then loses the race and is refused on fresh state.
+    let before = w.event_count().await;
+    let err = w.fund(contract, m[0], "late-fund").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServiceError::Escrow(gigledger_domain::EscrowError::EscrowClosed)
+        ),
+        "{err:?}"
+    );
+    assert_eq!(w.event_count().await, before, "nothing recorded");
+    assert_eq!(
+        w.gateway.voided().len(),
+        1,
+        "the unrecorded charge was voided"
+    );
+    assert_eq!(w.gateway.charge_count(), 0);
+    assert_eq!(w.gateway.charged_total(Currency::USD), 0);
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn funding_a_funded_milestone_again_is_refused_and_keeps_the_recorded_charge(pool: PgPool) {
+    let w = World::new(pool);
+    let gig = w.post_gig().await;
+    let (proposal, m) = w.propose(gig, &w.freelancer, &[70_00]).await;
+    let (contract, _) = w.accept(gig, proposal).await.unwrap();
+    w.fund(contract, m[0], "fund").await.unwrap();
+
+    let again = w.fund(contract, m[0], "fund").await.unwrap_err();
+    assert_eq!(again.kind(), Some(gigledger_domain::ErrorKind::Conflict));
+    assert!(
+        w.gateway.voided().is_empty(),
+        "a recorded deposit's charge is never voided"
+    );
+    assert_eq!(w.gateway.charged_total(Currency::USD), 70_00);
+    assert_eq!(w.balance(contract, m[0]).await.0, 70_00);
+}
