@@ -57,11 +57,30 @@ pub async fn prepare(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
         }
     }
     let pool = connect(settings).await?;
-    gigledger_projections::MIGRATOR
-        .run(&pool)
-        .await
-        .map_err(|source| DbError::Migrate { url: shown, source })?;
+    // Only run the migrator when something is pending: applying migrations takes the schema
+    // owner, and a service connected as a member of gigledger_app may only check.
+    if !pending_migrations(&pool).await.is_empty() {
+        gigledger_projections::MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| DbError::Migrate { url: shown, source })?;
+    }
     Ok(pool)
+}
+
+/// The versions of the migrations this build knows that the database has not applied (all of them
+/// when it cannot tell, e.g. on a fresh database).
+pub async fn pending_migrations(pool: &PgPool) -> Vec<i64> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    gigledger_projections::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect()
 }
 
 /// A pool on an existing database. Its sessions are named `gigledger:<pid>` in

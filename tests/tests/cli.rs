@@ -187,3 +187,106 @@ async fn projections_rebuild_and_status_work_from_the_command_line() {
 
     drop_database(&name).await;
 }
+
+/// A login role in `gigledger_app`, as production runs the service (roles are cluster-wide, so
+/// creating it tolerates another test having done so).
+async fn service_role() -> String {
+    let role = "gigledger_test_service";
+    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+    sqlx::query(&format!(
+        "do $$ begin create role {role} login in role gigledger_app;
+           exception when duplicate_object or unique_violation then null; end $$"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    role.to_owned()
+}
+
+#[tokio::test]
+async fn the_service_runs_as_a_member_of_gigledger_app_once_the_owner_has_migrated() {
+    let (name, owner_url) = fresh_database();
+    let migrated = run(&["migrate"], &owner_url);
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let mut url = url::Url::parse(&owner_url).unwrap();
+    url.set_username(&service_role().await).unwrap();
+    let service_url = url.to_string();
+
+    // The workers and the HTTP server start and are ready.
+    let port = free_port();
+    let server = Server(
+        gigledger(&["serve", "--demo"], &service_url)
+            .env("GIGLEDGER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("GIGLEDGER_POLL_INTERVAL_MS", "50")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::new();
+    let mut ready = None;
+    for _ in 0..200 {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+        {
+            ready = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = ready.expect("the server came up as the service role");
+    assert_eq!(ready.status(), 200, "{:?}", ready.text().await);
+
+    // The demo's commands were appended and every read model and process manager applied them.
+    let mut owner = PgConnection::connect(&owner_url).await.unwrap();
+    let events: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert!(
+        events > 10,
+        "demo events written as the service role: {events}"
+    );
+    let mut caught_up = false;
+    for _ in 0..200 {
+        let behind: i64 = sqlx::query_scalar(
+            "select count(*) from projection_checkpoints
+              where events_applied < (select count(*) from events) or status <> 'running'",
+        )
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+        let workers: i64 = sqlx::query_scalar("select count(*) from projection_checkpoints")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+        if workers >= 15 && behind == 0 {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        caught_up,
+        "every worker applied the demo's events as the service role"
+    );
+
+    // And the role still cannot rewrite history.
+    let mut service = PgConnection::connect(&service_url).await.unwrap();
+    let err = sqlx::query("update events set payload = '{}'")
+        .execute(&mut service)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    drop(server);
+    drop(service);
+    drop(owner);
+    drop_database(&name).await;
+}
