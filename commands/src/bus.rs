@@ -136,9 +136,11 @@ where
         }
     }
 
-    /// The current state of one aggregate and its version (from the cache when warm).
+    /// The current state of one aggregate and its version, read from the database (the cache may
+    /// be behind another process; it is refreshed by the read).
     pub async fn load(&self, aggregate_id: &str) -> Result<(A, u64), CommandError<A::Error>> {
         use cqrs_es::EventStore;
+        self.store.evict(aggregate_id);
         let (result, _) =
             scope::run::<_, A::Event>(None, self.store.load_aggregate(aggregate_id)).await;
         match result {

@@ -364,7 +364,6 @@ impl Services {
         key: &str,
     ) {
         let id = contract_id.to_string();
-        self.escrows.store().evict(&id);
         match self.escrows.load(&id).await {
             Ok((escrow, _)) => {
                 let deposited = escrow
@@ -516,7 +515,7 @@ impl Services {
         }
     }
 
-    /// The current state of a gig (for authorisation checks and tests).
+    /// The current state of a gig, read from the database (for checks and tests).
     pub async fn load_gig(&self, id: GigId) -> Result<(Gig, u64), ServiceError> {
         self.gigs.load(&id.to_string()).await.map_err(from_bus)
     }

@@ -237,7 +237,14 @@ impl Scenario {
                 }
             }
             Step::RefundUnreleased => {
+                let milestones = self
+                    .escrow
+                    .balances()
+                    .iter()
+                    .map(|b| b.milestone_id)
+                    .collect();
                 let _ = self.run(EscrowCommand::RefundUnreleased {
+                    milestones,
                     reason: EscrowCloseReason::ContractCancelled,
                     actor: system(),
                     at: at(),

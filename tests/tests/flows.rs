@@ -893,3 +893,75 @@ async fn funding_a_funded_milestone_again_is_refused_and_keeps_the_recorded_char
     assert_eq!(w.gateway.charged_total(Currency::USD), 70_00);
     assert_eq!(w.balance(contract, m[0]).await.0, 70_00);
 }
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn cancelling_after_an_approval_whose_release_is_pending_pays_the_freelancer_not_the_client(
+    pool: PgPool,
+) {
+    // Follow-ups off: the approval's Release is left to the process manager.
+    let w = World::with_config(
+        pool.clone(),
+        ServicesConfig {
+            run_follow_ups: false,
+            ..ServicesConfig::default()
+        },
+    );
+    let gig = w.post_gig().await;
+    let (proposal, m) = w.propose(gig, &w.freelancer, &[100_00, 40_00]).await;
+    let (contract, _) = w.accept(gig, proposal).await.unwrap();
+    w.run_process_managers().await;
+    w.fund(contract, m[0], "a").await.unwrap();
+    w.fund(contract, m[1], "b").await.unwrap();
+    w.run_process_managers().await;
+    w.submit(contract, m[0]).await;
+    w.approve(contract, m[0]).await.unwrap();
+    assert_eq!(
+        w.balance(contract, m[0]).await,
+        (100_00, 0, 0, 100_00),
+        "release pending"
+    );
+
+    // The contract is cancelled (by a process that does run follow-ups) before the release runs.
+    let other = Services::new(
+        pool,
+        ServicesConfig::default(),
+        w.gateway.clone(),
+        w.clock.clone(),
+    );
+    other
+        .contract(
+            contract,
+            ContractCommand::CancelContract {
+                reason: "Enough.".into(),
+                actor: w.client.clone(),
+                at: w.now(),
+            },
+            &RequestContext::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        w.balance(contract, m[0]).await,
+        (100_00, 0, 0, 100_00),
+        "approved work not refunded"
+    );
+    assert_eq!(
+        w.balance(contract, m[1]).await,
+        (40_00, 0, 40_00, 0),
+        "the cancelled one refunded"
+    );
+
+    w.run_process_managers().await;
+    assert_eq!(
+        w.balance(contract, m[0]).await,
+        (100_00, 100_00, 0, 0),
+        "released to the freelancer"
+    );
+    let stuck: i64 = sqlx::query_scalar(
+        "select count(*) from projection_checkpoints where last_error is not null",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(stuck, 0, "no process manager is stuck retrying");
+}

@@ -86,12 +86,6 @@ impl MilestoneStatus {
     pub const fn is_final(self) -> bool {
         matches!(self, Self::Approved | Self::Resolved | Self::Cancelled)
     }
-
-    /// Whether the freelancer was paid something for it (in full or by a resolution).
-    #[must_use]
-    pub const fn was_paid(self) -> bool {
-        matches!(self, Self::Approved | Self::Resolved)
-    }
 }
 
 /// A contract between a client and a freelancer. `Default` is the contract before it started.
@@ -124,6 +118,21 @@ struct MilestoneRecord {
     status: MilestoneStatus,
     changes_requested: u32,
     review_due_at: Option<DateTime<Utc>>,
+    /// A dispute on it was resolved with a release above zero. (Defaulted so that snapshots
+    /// taken before the field existed still load.)
+    #[serde(default)]
+    resolved_with_release: bool,
+}
+
+impl MilestoneRecord {
+    /// Whether the freelancer was paid for it: approved, or resolved with a release above zero.
+    fn paid(&self) -> bool {
+        match self.status {
+            MilestoneStatus::Approved => true,
+            MilestoneStatus::Resolved => self.resolved_with_release,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -315,6 +324,7 @@ impl Aggregate for Contract {
                         status: MilestoneStatus::AwaitingFunds,
                         changes_requested: 0,
                         review_due_at: None,
+                        resolved_with_release: false,
                     })
                     .collect(),
                 disputes: Vec::new(),
@@ -385,9 +395,13 @@ impl Aggregate for Contract {
             ContractEvent::DisputeResolved {
                 dispute_id,
                 milestone_id,
+                release,
                 ..
             } => {
                 state.set_milestone(milestone_id, MilestoneStatus::Resolved, None);
+                if let Some(milestone) = state.milestone_mut(milestone_id) {
+                    milestone.resolved_with_release = release.is_positive();
+                }
                 if let Some(dispute) = state.disputes.iter_mut().find(|d| d.id == dispute_id) {
                     dispute.open = false;
                 }
@@ -448,7 +462,7 @@ impl ContractState {
     fn is_ready_to_complete(&self) -> bool {
         self.status == ContractStatus::Active
             && self.milestones.iter().all(|m| m.status.is_final())
-            && self.milestones.iter().any(|m| m.status.was_paid())
+            && self.milestones.iter().any(MilestoneRecord::paid)
     }
 }
 
@@ -933,6 +947,10 @@ impl Contract {
         let (state, reviewer) = self.party_of(actor)?;
         if state.status != ContractStatus::Completed {
             return Err(ContractError::ContractNotCompleted);
+        }
+        // Once revealed, each side has seen the other's review: a late one would not be blind.
+        if state.reviews_revealed {
+            return Err(ContractError::ReviewPeriodOver);
         }
         let period_over = state
             .completed_at
@@ -2182,7 +2200,9 @@ mod tests {
     }
 
     #[test]
-    fn a_contract_whose_every_milestone_was_refunded_in_full_still_completes() {
+    fn a_contract_whose_every_milestone_was_refunded_in_full_does_not_complete() {
+        // DOMAIN.md: Completed needs at least one milestone paid; a resolution releasing nothing
+        // paid nothing. The contract stays Active (either party may cancel it).
         ContractTest::with(())
             .given(vec![
                 started_single(),
@@ -2190,10 +2210,18 @@ mod tests {
                 dispute_opened(dispute(1), m1(), &client()),
             ])
             .when(resolve(dispute(1), usd(0), usd(20_000), admin()))
-            .then_expect_events(vec![
-                dispute_resolved(dispute(1), m1(), 0, 20_000),
-                completed(),
-            ]);
+            .then_expect_events(vec![dispute_resolved(dispute(1), m1(), 0, 20_000)]);
+    }
+
+    #[test]
+    fn no_review_is_taken_after_the_reviews_were_revealed() {
+        let mut history = completed_history();
+        history.push(review_left(Party::Client));
+        history.push(revealed());
+        ContractTest::with(())
+            .given(history)
+            .when(review(freelancer(), 4, now()))
+            .then_expect_error(ContractError::ReviewPeriodOver);
     }
 
     #[test]

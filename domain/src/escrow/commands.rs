@@ -86,9 +86,12 @@ pub enum EscrowCommand {
         /// The command's time.
         at: DateTime<Utc>,
     },
-    /// Process (on `ContractCancelled`): refund every held, unfrozen milestone and close the
-    /// escrow. A no-op once closed.
+    /// Process (on `ContractCancelled`): refund the held, unfrozen funds of the milestones the
+    /// contract cancelled, and close the escrow. Milestones not listed (approved or resolved but
+    /// not yet released or settled) keep their funds for their own step. A no-op once closed.
     RefundUnreleased {
+        /// The milestones the contract cancelled.
+        milestones: Vec<MilestoneId>,
         /// Why the escrow closes.
         reason: EscrowCloseReason,
         /// Must be the system.
@@ -174,7 +177,11 @@ impl EscrowCommand {
                 actor,
                 at,
             }),
-            ContractEvent::ContractCancelled { .. } => Some(Self::RefundUnreleased {
+            ContractEvent::ContractCancelled {
+                cancelled_milestones,
+                ..
+            } => Some(Self::RefundUnreleased {
+                milestones: cancelled_milestones.clone(),
                 reason: EscrowCloseReason::ContractCancelled,
                 actor,
                 at,

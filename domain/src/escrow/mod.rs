@@ -216,9 +216,12 @@ impl Aggregate for Escrow {
                 actor,
                 at,
             } => self.settle(milestone_id, release, refund, &actor, at)?,
-            EscrowCommand::RefundUnreleased { reason, actor, at } => {
-                self.refund_unreleased(reason, &actor, at)?
-            }
+            EscrowCommand::RefundUnreleased {
+                milestones,
+                reason,
+                actor,
+                at,
+            } => self.refund_unreleased(&milestones, reason, &actor, at)?,
         };
         self.check_invariants(&events)?;
         for event in events {
@@ -713,6 +716,7 @@ impl Escrow {
 
     fn refund_unreleased(
         &self,
+        milestones: &[MilestoneId],
         reason: EscrowCloseReason,
         actor: &Actor,
         at: DateTime<Utc>,
@@ -723,7 +727,8 @@ impl Escrow {
         }
         let mut events = Vec::new();
         for account in &state.accounts {
-            if account.held() > 0 && !account.frozen {
+            let cancelled = milestones.contains(&account.milestone_id);
+            if cancelled && account.held() > 0 && !account.frozen {
                 events.push(EscrowEvent::FundsRefunded {
                     milestone_id: account.milestone_id,
                     amount: state.held(account)?,
@@ -952,8 +957,14 @@ mod tests {
         }
     }
 
+    /// Cancels every milestone of the schedule.
     fn refund_unreleased(actor: Actor) -> EscrowCommand {
+        refund_only(vec![m1(), m2(), m3()], actor)
+    }
+
+    fn refund_only(milestones: Vec<MilestoneId>, actor: Actor) -> EscrowCommand {
         EscrowCommand::RefundUnreleased {
+            milestones,
             reason: EscrowCloseReason::ContractCancelled,
             actor,
             at: now(),
@@ -1394,12 +1405,13 @@ mod tests {
         let cancelled = ContractEvent::ContractCancelled {
             reason: "x".to_owned(),
             cancelled_by: client().user_id,
-            cancelled_milestones: vec![],
+            cancelled_milestones: vec![m2()],
             cancelled_at: now(),
         };
         assert_eq!(
             EscrowCommand::follow_up_to_contract(&cancelled, now()),
-            Some(refund_unreleased(system()))
+            Some(refund_only(vec![m2()], system())),
+            "the escrow refunds exactly the milestones the contract cancelled"
         );
         let funded = ContractEvent::MilestoneFunded {
             milestone_id: m1(),
@@ -1573,6 +1585,29 @@ mod tests {
             ])
             .when(refund_unreleased(system()))
             .then_expect_events(vec![refunded(m3(), 999), closed()]);
+    }
+
+    #[test]
+    fn cancellation_leaves_the_funds_of_a_milestone_it_did_not_cancel_for_their_release() {
+        // m1 was approved (its Release not applied yet), so the contract cancelled only m2.
+        EscrowTest::with(services())
+            .given(vec![
+                opened(),
+                deposited(m1(), 20_000),
+                deposited(m2(), 30_000),
+            ])
+            .when(refund_only(vec![m2()], system()))
+            .then_expect_events(vec![refunded(m2(), 30_000), closed()]);
+        EscrowTest::with(services())
+            .given(vec![
+                opened(),
+                deposited(m1(), 20_000),
+                deposited(m2(), 30_000),
+                refunded(m2(), 30_000),
+                closed(),
+            ])
+            .when(release(m1()))
+            .then_expect_events(vec![released(m1(), 20_000, 2_000, 18_000)]);
     }
 
     #[test]
