@@ -20,6 +20,8 @@ pub mod gateway;
 pub mod gig;
 pub mod ids;
 pub mod money;
+#[cfg(test)]
+mod test_support;
 mod validate;
 
 pub use actor::{Actor, Role, SYSTEM_USER_ID};

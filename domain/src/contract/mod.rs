@@ -999,7 +999,7 @@ impl Contract {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{TimeDelta, TimeZone};
+    use chrono::TimeDelta;
     use cqrs_es::test::TestFramework;
     use cqrs_es::DomainEvent;
     use proptest::prelude::*;
@@ -1010,47 +1010,16 @@ mod tests {
     use crate::escrow::EscrowEvent;
     use crate::gig::GigEvent;
     use crate::money::Currency;
+    use crate::test_support::*;
 
     type ContractTest = TestFramework<Contract>;
-
-    fn user(n: u128) -> UserId {
-        UserId(Uuid::from_u128(n))
-    }
-
-    fn client() -> Actor {
-        Actor::new(user(1), vec![Role::Client])
-    }
-
-    fn freelancer() -> Actor {
-        Actor::new(user(2), vec![Role::Freelancer])
-    }
 
     fn stranger() -> Actor {
         Actor::new(user(3), vec![Role::Client, Role::Freelancer])
     }
 
-    fn admin() -> Actor {
-        Actor::new(user(9), vec![Role::Admin])
-    }
-
-    fn system() -> Actor {
-        Actor::system()
-    }
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
-    }
-
     fn days_later(days: i64) -> DateTime<Utc> {
         now() + TimeDelta::days(days)
-    }
-
-    fn contract_id() -> ContractId {
-        ContractId(Uuid::from_u128(300))
-    }
-
-    fn gig_id() -> GigId {
-        GigId(Uuid::from_u128(100))
     }
 
     fn proposal_id() -> ProposalId {
@@ -1067,10 +1036,6 @@ mod tests {
 
     fn dispute(n: u128) -> DisputeId {
         DisputeId(Uuid::from_u128(500 + n))
-    }
-
-    fn usd(amount: i64) -> Money {
-        Money::new(amount, Currency::USD)
     }
 
     fn milestone_terms() -> Vec<MilestoneTerms> {

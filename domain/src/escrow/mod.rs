@@ -767,7 +767,6 @@ fn released(
 mod tests {
     use std::time::Duration;
 
-    use chrono::TimeZone;
     use cqrs_es::test::TestFramework;
     use cqrs_es::DomainEvent;
     use uuid::Uuid;
@@ -777,39 +776,12 @@ mod tests {
     use crate::error::ErrorKind;
     use crate::gateway::{GatewayError, GatewayMode};
     use crate::gig::{GigEvent, MilestoneTerms};
+    use crate::test_support::*;
 
     type EscrowTest = TestFramework<Escrow>;
 
-    fn user(n: u128) -> UserId {
-        UserId(Uuid::from_u128(n))
-    }
-
-    fn client() -> Actor {
-        Actor::new(user(1), vec![Role::Client])
-    }
-
-    fn freelancer() -> Actor {
-        Actor::new(user(2), vec![Role::Freelancer])
-    }
-
     fn stranger() -> Actor {
         Actor::new(user(3), vec![Role::Client])
-    }
-
-    fn admin() -> Actor {
-        Actor::new(user(9), vec![Role::Admin])
-    }
-
-    fn system() -> Actor {
-        Actor::system()
-    }
-
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
-    }
-
-    fn contract_id() -> ContractId {
-        ContractId(Uuid::from_u128(300))
     }
 
     fn m1() -> MilestoneId {
@@ -822,10 +794,6 @@ mod tests {
 
     fn m3() -> MilestoneId {
         MilestoneId(Uuid::from_u128(403))
-    }
-
-    fn usd(amount: i64) -> Money {
-        Money::new(amount, Currency::USD)
     }
 
     fn services() -> EscrowServices {

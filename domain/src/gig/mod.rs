@@ -685,27 +685,15 @@ fn valid_milestones(
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
     use cqrs_es::test::TestFramework;
     use cqrs_es::DomainEvent;
     use uuid::Uuid;
 
     use super::*;
     use crate::error::ErrorKind;
+    use crate::test_support::*;
 
     type GigTest = TestFramework<Gig>;
-
-    fn user(n: u128) -> UserId {
-        UserId(Uuid::from_u128(n))
-    }
-
-    fn client() -> Actor {
-        Actor::new(user(1), vec![Role::Client])
-    }
-
-    fn freelancer() -> Actor {
-        Actor::new(user(2), vec![Role::Freelancer])
-    }
 
     fn other_freelancer() -> Actor {
         Actor::new(user(3), vec![Role::Freelancer])
@@ -715,28 +703,12 @@ mod tests {
         Actor::new(user(4), vec![Role::Client])
     }
 
-    fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
-    }
-
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
     }
 
-    fn gig_id() -> GigId {
-        GigId(Uuid::from_u128(100))
-    }
-
     fn proposal(n: u128) -> ProposalId {
         ProposalId(Uuid::from_u128(200 + n))
-    }
-
-    fn contract_id() -> ContractId {
-        ContractId(Uuid::from_u128(300))
-    }
-
-    fn usd(amount: i64) -> Money {
-        Money::new(amount, Currency::USD)
     }
 
     fn milestone(n: u128, amount: Money) -> MilestoneTerms {
