@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use gigledger_domain::{Actor, ContractCommand, ContractEvent, ContractId, EscrowEvent, GigEvent};
+use gigledger_domain::{Actor, AnyEvent, ContractCommand, ContractEvent, ContractId};
 use gigledger_projections::log::RecordedEvent;
 use gigledger_projections::runtime::{retry_later, Handler, HandlerError};
 use sqlx::{PgConnection, PgPool, Row};
@@ -18,18 +18,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::metadata::CommandMetadata;
-use crate::services::{follow_ups, AnyEvent, FollowUp, Services};
-
-/// Decodes a stored event of one of our aggregates; `None` for other aggregate types.
-pub fn decode(event: &RecordedEvent) -> Result<Option<AnyEvent>, serde_json::Error> {
-    let payload = event.payload.clone();
-    Ok(Some(match event.aggregate_type.as_str() {
-        "gig" => AnyEvent::Gig(serde_json::from_value::<GigEvent>(payload)?),
-        "contract" => AnyEvent::Contract(serde_json::from_value::<ContractEvent>(payload)?),
-        "escrow" => AnyEvent::Escrow(serde_json::from_value::<EscrowEvent>(payload)?),
-        _ => return Ok(None),
-    }))
-}
+use crate::services::{follow_ups, FollowUp, Services};
 
 /// Which row of the process table a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +125,7 @@ impl Handler for ProcessManager {
             if event.event_type != self.process.trigger() {
                 continue;
             }
-            let Some(decoded) = decode(event)? else {
+            let Some(decoded) = AnyEvent::decode(&event.aggregate_type, &event.payload)? else {
                 continue;
             };
             let at = self.services.now();

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use gigledger_domain::{
-    Contract, ContractCommand, ContractError, ContractEvent, ContractId, DomainError, ErrorKind,
-    Escrow, EscrowCommand, EscrowError, EscrowEvent, EscrowServices, GatewayError, Gig, GigCommand,
-    GigError, GigEvent, GigId, MilestoneId, PaymentGateway,
+    AnyEvent, Contract, ContractCommand, ContractError, ContractId, DomainError, ErrorKind, Escrow,
+    EscrowCommand, EscrowError, EscrowServices, GatewayError, Gig, GigCommand, GigError, GigEvent,
+    GigId, MilestoneId, PaymentGateway,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -169,14 +169,6 @@ impl FollowUp {
             .unwrap_or_default()
             .to_owned()
     }
-}
-
-/// A committed event of any aggregate, decoded.
-#[derive(Clone, Debug, PartialEq)]
-pub enum AnyEvent {
-    Gig(GigEvent),
-    Contract(ContractEvent),
-    Escrow(EscrowEvent),
 }
 
 /// The process table of `shared/DOMAIN.md` (the timer rows aside): which steps an event of

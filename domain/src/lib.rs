@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod actor;
+pub mod any_event;
 pub mod contract;
 pub mod error;
 pub mod escrow;
@@ -25,6 +26,7 @@ mod test_support;
 mod validate;
 
 pub use actor::{Actor, Role, SYSTEM_USER_ID};
+pub use any_event::AnyEvent;
 pub use contract::{
     Contract, ContractCommand, ContractError, ContractEvent, ContractStatus, ContractTerms,
     MilestoneStatus, Party,

@@ -684,8 +684,13 @@ pub async fn wait_for_position(
     timeout: Duration,
 ) -> Result<bool, sqlx::Error> {
     let deadline = Instant::now() + timeout;
+    // Where the event stands in log order never changes once it is there: look it up until found.
+    let mut target = None;
     loop {
-        if let Some(target) = crate::log::checkpoint_of(pool, position).await? {
+        if target.is_none() {
+            target = crate::log::checkpoint_of(pool, position).await?;
+        }
+        if let Some(target) = target {
             if load_checkpoint(pool, name).await? >= target {
                 return Ok(true);
             }

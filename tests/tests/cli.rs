@@ -3,31 +3,10 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use gigledger_tests::{admin_url, KillOnDrop, TestDatabase};
 use sqlx::{Connection, PgConnection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gigledger-under-test");
-
-/// The server the tests administer databases on (the same variable `#[sqlx::test]` reads).
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A database name no other test uses, and its URL. The database does not exist yet.
-fn fresh_database() -> (String, String) {
-    let name = format!("gigledger_cli_{}", uuid::Uuid::now_v7().simple());
-    let mut url = url::Url::parse(&admin_url()).unwrap();
-    url.set_path(&name);
-    (name, url.to_string())
-}
-
-async fn drop_database(name: &str) {
-    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
-    sqlx::query(&format!("drop database if exists {name} with (force)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-}
 
 fn gigledger(args: &[&str], database_url: &str) -> Command {
     let mut cmd = Command::new(BIN);
@@ -52,7 +31,8 @@ async fn applied_migrations(url: &str) -> Vec<(i64, String)> {
 
 #[tokio::test]
 async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
-    let (name, url) = fresh_database();
+    let db = TestDatabase::fresh("cli");
+    let url = db.url.clone();
 
     let first = run(&["migrate"], &url);
     assert!(
@@ -75,7 +55,7 @@ async fn migrate_creates_the_database_and_a_second_run_changes_nothing() {
         "nothing re-applied"
     );
 
-    drop_database(&name).await;
+    db.drop_now().await;
 }
 
 #[tokio::test]
@@ -93,16 +73,6 @@ async fn an_unreachable_database_is_reported_with_the_url_tried_and_how_to_chang
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Kills the server when the test ends, however it ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -113,15 +83,14 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn serve_prepares_its_database_and_answers_health_and_readiness() {
-    let (name, url) = fresh_database();
+    let db = TestDatabase::fresh("cli");
+    let url = db.url.clone();
     let port = free_port();
-    let server = Server(
+    let server = KillOnDrop::spawn(
         gigledger(&["serve"], &url)
             .env("GIGLEDGER_LISTEN", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
 
     let client = reqwest::Client::new();
@@ -143,12 +112,13 @@ async fn serve_prepares_its_database_and_answers_health_and_readiness() {
     assert_eq!(body["checks"]["migrations"], "ok");
 
     drop(server);
-    drop_database(&name).await;
+    db.drop_now().await;
 }
 
 #[tokio::test]
 async fn projections_rebuild_and_status_work_from_the_command_line() {
-    let (name, url) = fresh_database();
+    let db = TestDatabase::fresh("cli");
+    let url = db.url.clone();
     let migrated = run(&["migrate"], &url);
     assert!(
         migrated.status.success(),
@@ -185,7 +155,7 @@ async fn projections_rebuild_and_status_work_from_the_command_line() {
         "{stderr}"
     );
 
-    drop_database(&name).await;
+    db.drop_now().await;
 }
 
 /// A login role in `gigledger_app`, as production runs the service (roles are cluster-wide, so
@@ -205,7 +175,8 @@ async fn service_role() -> String {
 
 #[tokio::test]
 async fn the_service_runs_as_a_member_of_gigledger_app_once_the_owner_has_migrated() {
-    let (name, owner_url) = fresh_database();
+    let db = TestDatabase::fresh("cli");
+    let owner_url = db.url.clone();
     let migrated = run(&["migrate"], &owner_url);
     assert!(
         migrated.status.success(),
@@ -218,14 +189,12 @@ async fn the_service_runs_as_a_member_of_gigledger_app_once_the_owner_has_migrat
 
     // The workers and the HTTP server start and are ready.
     let port = free_port();
-    let server = Server(
+    let server = KillOnDrop::spawn(
         gigledger(&["serve", "--demo"], &service_url)
             .env("GIGLEDGER_LISTEN", format!("127.0.0.1:{port}"))
             .env("GIGLEDGER_POLL_INTERVAL_MS", "50")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
     let client = reqwest::Client::new();
     let mut ready = None;
@@ -288,5 +257,5 @@ async fn the_service_runs_as_a_member_of_gigledger_app_once_the_owner_has_migrat
     drop(server);
     drop(service);
     drop(owner);
-    drop_database(&name).await;
+    db.drop_now().await;
 }

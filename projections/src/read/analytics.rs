@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::{decode, Decoded, ReadError};
+use super::{decode, AnyEvent, ReadError};
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
 
@@ -46,9 +46,9 @@ impl Handler for Analytics {
     ) -> Result<(), HandlerError> {
         for event in events {
             match decode(event)? {
-                Some((id, Decoded::Gig(e))) => on_gig(tx, id, event.position, &e).await?,
-                Some((id, Decoded::Contract(e))) => on_contract(tx, id, &e).await?,
-                Some((id, Decoded::Escrow(e))) => on_escrow(tx, id, event.position, &e).await?,
+                Some((id, AnyEvent::Gig(e))) => on_gig(tx, id, event.position, &e).await?,
+                Some((id, AnyEvent::Contract(e))) => on_contract(tx, id, &e).await?,
+                Some((id, AnyEvent::Escrow(e))) => on_escrow(tx, id, event.position, &e).await?,
                 None => {}
             }
         }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     currency_of, cursor_part, decode, decode_cursor, encode_cursor, into_page, money, page_limit,
-    Decoded, Page, ReadError,
+    AnyEvent, Page, ReadError,
 };
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
@@ -50,13 +50,13 @@ impl Handler for Contracts {
     ) -> Result<(), HandlerError> {
         for event in events {
             match decode(event)? {
-                Some((id, Decoded::Contract(contract_event))) => {
+                Some((id, AnyEvent::Contract(contract_event))) => {
                     apply_contract(tx, id, event.position, &contract_event).await?;
                 }
-                Some((id, Decoded::Escrow(escrow_event))) => {
+                Some((id, AnyEvent::Escrow(escrow_event))) => {
                     apply_escrow(tx, id, event.position, &escrow_event).await?;
                 }
-                Some((_, Decoded::Gig(_))) | None => {}
+                Some((_, AnyEvent::Gig(_))) | None => {}
             }
         }
         Ok(())

@@ -15,8 +15,8 @@ use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
-    cursor_part, decode, decode_cursor, encode_cursor, into_page, money, page_limit, Decoded, Page,
-    ReadError,
+    cursor_part, decode, decode_cursor, encode_cursor, into_page, money, page_limit, AnyEvent,
+    Page, ReadError,
 };
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
@@ -42,7 +42,7 @@ impl Handler for GigBoard {
         events: &[RecordedEvent],
     ) -> Result<(), HandlerError> {
         for event in events {
-            if let Some((gig_id, Decoded::Gig(gig_event))) = decode(event)? {
+            if let Some((gig_id, AnyEvent::Gig(gig_event))) = decode(event)? {
                 apply(tx, gig_id, event.position, &gig_event).await?;
             }
         }

@@ -14,8 +14,8 @@ use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::{
-    currency_of, cursor_part, decode, decode_cursor, encode_cursor, into_page, page_limit, Decoded,
-    Page, ReadError,
+    currency_of, cursor_part, decode, decode_cursor, encode_cursor, into_page, page_limit,
+    AnyEvent, Page, ReadError,
 };
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
@@ -41,7 +41,7 @@ impl Handler for Ledger {
         events: &[RecordedEvent],
     ) -> Result<(), HandlerError> {
         for event in events {
-            if let Some((contract_id, Decoded::Escrow(escrow_event))) = decode(event)? {
+            if let Some((contract_id, AnyEvent::Escrow(escrow_event))) = decode(event)? {
                 apply(tx, contract_id, event, &escrow_event).await?;
             }
         }

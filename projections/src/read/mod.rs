@@ -24,7 +24,8 @@ pub mod user_stats;
 use std::fmt::Display;
 use std::sync::Arc;
 
-use gigledger_domain::{ContractEvent, Currency, EscrowEvent, GigEvent, Money};
+pub(crate) use gigledger_domain::AnyEvent;
+use gigledger_domain::{Currency, Money};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -145,25 +146,10 @@ pub(crate) fn cursor_part<T: std::str::FromStr>(part: &str) -> Result<T, ReadErr
     part.parse().map_err(|_| ReadError::InvalidCursor)
 }
 
-/// A domain event from the log, decoded.
-pub(crate) enum Decoded {
-    Gig(GigEvent),
-    Contract(ContractEvent),
-    Escrow(EscrowEvent),
-}
-
-/// The stored aggregate types (the aggregates' `TYPE`s; stored names never change).
-const GIG: &str = "gig";
-const CONTRACT: &str = "contract";
-const ESCROW: &str = "escrow";
-
 /// Decodes `event` with its stream id; `None` for an aggregate type no read model knows.
-pub(crate) fn decode(event: &RecordedEvent) -> Result<Option<(Uuid, Decoded)>, HandlerError> {
-    let decoded = match event.aggregate_type.as_str() {
-        GIG => Decoded::Gig(serde_json::from_value(event.payload.clone())?),
-        CONTRACT => Decoded::Contract(serde_json::from_value(event.payload.clone())?),
-        ESCROW => Decoded::Escrow(serde_json::from_value(event.payload.clone())?),
-        _ => return Ok(None),
+pub(crate) fn decode(event: &RecordedEvent) -> Result<Option<(Uuid, AnyEvent)>, HandlerError> {
+    let Some(decoded) = AnyEvent::decode(&event.aggregate_type, &event.payload)? else {
+        return Ok(None);
     };
     let id = Uuid::parse_str(&event.aggregate_id)?;
     Ok(Some((id, decoded)))

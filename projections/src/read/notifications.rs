@@ -30,7 +30,7 @@ use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::{
-    cursor_part, decode, decode_cursor, encode_cursor, into_page, page_limit, Decoded, Page,
+    cursor_part, decode, decode_cursor, encode_cursor, into_page, page_limit, AnyEvent, Page,
     ReadError,
 };
 use crate::log::RecordedEvent;
@@ -63,9 +63,9 @@ impl Handler for Notifications {
     ) -> Result<(), HandlerError> {
         for event in events {
             match decode(event)? {
-                Some((id, Decoded::Gig(e))) => on_gig(tx, event, id, &e).await?,
-                Some((id, Decoded::Contract(e))) => on_contract(tx, event, id, &e).await?,
-                Some((id, Decoded::Escrow(e))) => on_escrow(tx, event, id, &e).await?,
+                Some((id, AnyEvent::Gig(e))) => on_gig(tx, event, id, &e).await?,
+                Some((id, AnyEvent::Contract(e))) => on_contract(tx, event, id, &e).await?,
+                Some((id, AnyEvent::Escrow(e))) => on_escrow(tx, event, id, &e).await?,
                 None => {}
             }
         }

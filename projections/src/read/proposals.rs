@@ -14,8 +14,8 @@ use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::{
-    cursor_part, decode, decode_cursor, encode_cursor, into_page, money, page_limit, Decoded, Page,
-    ReadError,
+    cursor_part, decode, decode_cursor, encode_cursor, into_page, money, page_limit, AnyEvent,
+    Page, ReadError,
 };
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
@@ -41,7 +41,7 @@ impl Handler for Proposals {
         events: &[RecordedEvent],
     ) -> Result<(), HandlerError> {
         for event in events {
-            if let Some((gig_id, Decoded::Gig(gig_event))) = decode(event)? {
+            if let Some((gig_id, AnyEvent::Gig(gig_event))) = decode(event)? {
                 apply(tx, gig_id, event.position, &gig_event).await?;
             }
         }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{decode, Decoded, ReadError};
+use super::{decode, AnyEvent, ReadError};
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
 
@@ -41,9 +41,9 @@ impl Handler for UserStats {
     ) -> Result<(), HandlerError> {
         for event in events {
             match decode(event)? {
-                Some((id, Decoded::Contract(e))) => on_contract(tx, id, &e).await?,
-                Some((id, Decoded::Escrow(e))) => on_escrow(tx, id, event.position, &e).await?,
-                Some((_, Decoded::Gig(_))) | None => {}
+                Some((id, AnyEvent::Contract(e))) => on_contract(tx, id, &e).await?,
+                Some((id, AnyEvent::Escrow(e))) => on_escrow(tx, id, event.position, &e).await?,
+                Some((_, AnyEvent::Gig(_))) | None => {}
             }
         }
         Ok(())
