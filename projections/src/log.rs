@@ -113,13 +113,16 @@ macro_rules! event_columns {
     };
 }
 
-const READ_AFTER: &str = concat!(
+/// Events after a checkpoint, in log order, only from finished transactions. The order names the
+/// table's columns: unqualified, it would bind to the output column `transaction_id` (a bigint),
+/// which no index serves, and every batch would sort the whole rest of the log.
+pub const READ_AFTER: &str = concat!(
     "select ",
     event_columns!(),
     " from events
       where (transaction_id, position) > ($1::bigint::text::xid8, $2)
-        and transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-      order by transaction_id, position
+        and transaction_id < log_horizon()
+      order by events.transaction_id, events.position
       limit $3"
 );
 
@@ -142,7 +145,8 @@ pub async fn read_after<'e>(
     rows.iter().map(RecordedEvent::from_row).collect()
 }
 
-const STREAM_EVENTS: &str = concat!(
+/// One stream's events after a sequence number.
+pub const STREAM_EVENTS: &str = concat!(
     "select ",
     event_columns!(),
     " from events
@@ -169,6 +173,44 @@ pub async fn read_stream<'e>(
     rows.iter().map(RecordedEvent::from_row).collect()
 }
 
+/// The log order of the event at one position.
+pub const CHECKPOINT_OF: &str =
+    "select transaction_id::text::bigint as transaction_id from events where position = $1";
+
+/// Whether any event, settled or not, comes after a checkpoint (a reader that found nothing
+/// settled asks this to tell "caught up" from "waiting for an open transaction").
+/// (A scalar subquery with its order, not `exists`: the planner drops the order inside `exists`
+/// and may then scan the whole log to find that nothing is there.)
+pub const PENDING_AFTER: &str = "select (
+         select position from events
+          where (transaction_id, position) > ($1::bigint::text::xid8, $2)
+          order by transaction_id, position
+          limit 1) is not null";
+
+/// The last event in log order, settled or not.
+/// (The order names the table's columns: unqualified, `transaction_id` would bind to the output
+/// column of the same name, a bigint no index has, and the whole log would be sorted.)
+pub const LAST_EVENT: &str = "select transaction_id::text::bigint, position from events
+      order by events.transaction_id desc, events.position desc limit 1";
+
+/// Whether any event, settled or not, comes after `after` in log order.
+pub async fn pending_after<'e>(db: impl PgExecutor<'e>, after: Checkpoint) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(PENDING_AFTER)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .fetch_one(db)
+        .await
+}
+
+/// The last event in log order, settled or not (the start of the log when there is none).
+pub async fn last_event<'e>(db: impl PgExecutor<'e>) -> Result<Checkpoint, sqlx::Error> {
+    let end: Option<(i64, i64)> = sqlx::query_as(LAST_EVENT).fetch_optional(db).await?;
+    Ok(end.map_or(Checkpoint::START, |(transaction_id, position)| Checkpoint {
+        transaction_id,
+        position,
+    }))
+}
+
 /// Where the event at global `position` stands in log order, if it exists (it may be a hole left
 /// by a rolled-back transaction). "Has a reader processed position p" is then a comparison of
 /// checkpoints.
@@ -176,9 +218,7 @@ pub async fn checkpoint_of<'e>(
     db: impl PgExecutor<'e>,
     position: i64,
 ) -> Result<Option<Checkpoint>, sqlx::Error> {
-    let row = sqlx::query(
-        "select transaction_id::text::bigint as transaction_id from events where position = $1",
-    )
+    let row = sqlx::query(CHECKPOINT_OF)
     .bind(position)
     .fetch_optional(db)
     .await?;
@@ -215,16 +255,37 @@ pub struct BrokenLink {
     pub sequence: i64,
 }
 
-/// The outcome of [`verify_chain`].
+/// The outcome of [`verify_chain`]: what the per-stream hash chain proves about the events in a
+/// range of positions, and, stated in the report itself, what it cannot.
+///
+/// **Proves**, for every event stored in the range: its fields are the ones its hash was computed
+/// over, and it follows the event its hash says it follows in its stream. So an event edited in
+/// place, an event edited together with its hash (its successor's link breaks), and an event
+/// removed from the middle of a stream (its successor's link breaks) are all found.
+///
+/// **Cannot prove** that the range is complete: a stream's last events removed, a whole stream
+/// removed, or the global order of different streams changed leave every remaining link intact.
+/// Those need a digest over the global order (the ledger digest of the audit API).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChainReport {
     /// How many events were checked.
     pub checked: i64,
     /// The first event (by position) that does not match, if any.
     pub first_broken: Option<BrokenLink>,
+    /// Always false: an intact chain says nothing about events that are no longer there.
+    pub proves_completeness: bool,
+    /// The tampering this check cannot see ([`ChainReport::LIMITS`]).
+    pub cannot_detect: Vec<&'static str>,
 }
 
 impl ChainReport {
+    /// What an intact chain does not rule out.
+    pub const LIMITS: [&'static str; 3] = [
+        "removal of a stream's last events",
+        "removal of a whole stream",
+        "a change in the global order of events of different streams",
+    ];
+
     pub fn is_intact(&self) -> bool {
         self.first_broken.is_none()
     }
@@ -254,7 +315,8 @@ select (select count(*) from checked) as checked,
 /// Recomputes the hash chain of every event with a position in `from..=to` and reports the first
 /// event whose stored hash no longer matches its own fields and its predecessor's hash. An event
 /// edited in place breaks its own link; an event edited together with its hash breaks its
-/// successor's; a deleted event breaks its successor's.
+/// successor's; a deleted event breaks its successor's. A deleted *last* event has no successor,
+/// so it is not found: see [`ChainReport`] for what the report can and cannot prove.
 pub async fn verify_chain<'e>(
     db: impl PgExecutor<'e>,
     from: i64,
@@ -278,5 +340,7 @@ pub async fn verify_chain<'e>(
     Ok(ChainReport {
         checked: row.try_get("checked")?,
         first_broken,
+        proves_completeness: false,
+        cannot_detect: ChainReport::LIMITS.to_vec(),
     })
 }

@@ -319,15 +319,9 @@ async fn step(
         .map_err(StepError::Database)?;
     let Some(last) = events.last() else {
         drop(tx);
-        let pending: bool = sqlx::query_scalar(
-            "select exists (select 1 from events
-                             where (transaction_id, position) > ($1::bigint::text::xid8, $2))",
-        )
-        .bind(from.transaction_id)
-        .bind(from.position)
-        .fetch_one(pool)
-        .await
-        .map_err(StepError::Database)?;
+        let pending = crate::log::pending_after(pool, from)
+            .await
+            .map_err(StepError::Database)?;
         return Ok(Step::CaughtUp { pending });
     };
     let to = last.checkpoint();
@@ -586,16 +580,7 @@ pub async fn catch_up(
     batch_size: i64,
 ) -> Result<usize, sqlx::Error> {
     ensure_checkpoint(pool, &target.checkpoint).await?;
-    let end: Option<(i64, i64)> = sqlx::query_as(
-        "select transaction_id::text::bigint, position from events
-          order by transaction_id desc, position desc limit 1",
-    )
-    .fetch_optional(pool)
-    .await?;
-    let end = end.map_or(Checkpoint::START, |(transaction_id, position)| Checkpoint {
-        transaction_id,
-        position,
-    });
+    let end = crate::log::last_event(pool).await?;
     let mut total = 0;
     let mut retries = 0;
     loop {
