@@ -20,6 +20,8 @@ pub enum DbError {
     Unreachable { url: String, source: sqlx::Error },
     #[error("cannot create database {url}: {source}")]
     Create { url: String, source: sqlx::Error },
+    #[error("cannot begin a log epoch on {url}: {source}")]
+    Epoch { url: String, source: sqlx::Error },
     #[error("cannot apply migrations to {url}: {source}")]
     Migrate {
         url: String,
@@ -63,9 +65,33 @@ pub async fn prepare(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
         gigledger_projections::MIGRATOR
             .run(&pool)
             .await
-            .map_err(|source| DbError::Migrate { url: shown, source })?;
+            .map_err(|source| DbError::Migrate {
+                url: shown.clone(),
+                source,
+            })?;
     }
+    begin_log_epoch_if_moved(&pool, &shown).await?;
     Ok(pool)
+}
+
+/// After a restore (or logical replication) into another cluster, begins a new log epoch so that
+/// events appended here sort after every restored one (see `projections/src/log.rs`). A no-op on
+/// the cluster the current epoch runs on.
+pub async fn begin_log_epoch_if_moved(pool: &PgPool, shown: &str) -> Result<bool, DbError> {
+    let begun: bool = sqlx::query_scalar("select begin_log_epoch_if_moved()")
+        .fetch_one(pool)
+        .await
+        .map_err(|source| DbError::Epoch {
+            url: shown.to_owned(),
+            source,
+        })?;
+    if begun {
+        tracing::warn!(
+            db.url = %shown,
+            "the event log is on another cluster than before (restored or replicated): began a new log epoch"
+        );
+    }
+    Ok(begun)
 }
 
 /// The versions of the migrations this build knows that the database has not applied (all of them

@@ -9,7 +9,8 @@
 //! # What we do instead
 //!
 //! Every event also stores the id of the transaction that wrote it (`transaction_id xid8`). A
-//! reader asks for events with `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`: xmin
+//! reader asks for events with `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+//! (`log_horizon()`, see epochs below): xmin
 //! is the oldest transaction still running, so every transaction below it has finished
 //! (committed or rolled back) and no row with such a transaction id can ever appear again. Within
 //! that settled prefix the reader orders by `(transaction_id, position)`, a total order, and its
@@ -17,6 +18,26 @@
 //! visible later belongs to a transaction at or above the xmin the reader saw, hence above its
 //! checkpoint's transaction id, so it sorts after the checkpoint: nothing is skipped, and nothing
 //! is returned twice.
+//!
+//! # What the database assigns
+//!
+//! `position`, `transaction_id` and `recorded_at` are set by the insert trigger whatever the
+//! writer sends (the application role may not even name them), so no writer can place an event
+//! behind a reader's checkpoint. An append whose predecessor in its stream was written by a later
+//! transaction is refused, so a stream always reads in sequence order.
+//!
+//! # Epochs: a restore into another cluster
+//!
+//! Transaction ids are the cluster's counter. A dump restored into another cluster carries ids
+//! that cluster has not reached, so its new events would sort below every checkpoint. The stored
+//! `transaction_id` is therefore the server's id plus the current *log epoch*'s offset (table
+//! `log_epochs`; 0 on the cluster the log was created on). When the log finds itself on another
+//! cluster (`pg_control_system().system_identifier` differs from its epoch's), appends are
+//! refused until `begin_log_epoch_if_moved()` — run by `gigledger migrate` and at every start —
+//! begins an epoch whose offset puts every new id above every stored one. Readers compare with
+//! `log_horizon()`, the oldest running transaction shifted by the same offset; restored events
+//! are all below it, so they are settled. Checkpoints, read models and hashes move with the dump
+//! unchanged.
 //!
 //! Consequences:
 //! - Events of one transaction come together, in position order; a stream's events come in
@@ -194,7 +215,10 @@ pub const LAST_EVENT: &str = "select transaction_id::text::bigint, position from
       order by events.transaction_id desc, events.position desc limit 1";
 
 /// Whether any event, settled or not, comes after `after` in log order.
-pub async fn pending_after<'e>(db: impl PgExecutor<'e>, after: Checkpoint) -> Result<bool, sqlx::Error> {
+pub async fn pending_after<'e>(
+    db: impl PgExecutor<'e>,
+    after: Checkpoint,
+) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(PENDING_AFTER)
         .bind(after.transaction_id)
         .bind(after.position)
@@ -205,10 +229,12 @@ pub async fn pending_after<'e>(db: impl PgExecutor<'e>, after: Checkpoint) -> Re
 /// The last event in log order, settled or not (the start of the log when there is none).
 pub async fn last_event<'e>(db: impl PgExecutor<'e>) -> Result<Checkpoint, sqlx::Error> {
     let end: Option<(i64, i64)> = sqlx::query_as(LAST_EVENT).fetch_optional(db).await?;
-    Ok(end.map_or(Checkpoint::START, |(transaction_id, position)| Checkpoint {
-        transaction_id,
-        position,
-    }))
+    Ok(
+        end.map_or(Checkpoint::START, |(transaction_id, position)| Checkpoint {
+            transaction_id,
+            position,
+        }),
+    )
 }
 
 /// Where the event at global `position` stands in log order, if it exists (it may be a hole left
@@ -219,9 +245,9 @@ pub async fn checkpoint_of<'e>(
     position: i64,
 ) -> Result<Option<Checkpoint>, sqlx::Error> {
     let row = sqlx::query(CHECKPOINT_OF)
-    .bind(position)
-    .fetch_optional(db)
-    .await?;
+        .bind(position)
+        .fetch_optional(db)
+        .await?;
     row.map(|r| {
         Ok(Checkpoint {
             transaction_id: r.try_get("transaction_id")?,

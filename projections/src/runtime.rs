@@ -638,7 +638,7 @@ pub async fn statuses(pool: &PgPool) -> Result<Vec<WorkerStatus>, sqlx::Error> {
                  from events e
                 where (e.transaction_id, e.position)
                       > (c.transaction_id::text::xid8, c.position)
-                  and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                  and e.transaction_id < log_horizon()
            ) lag
           order by c.name",
     )

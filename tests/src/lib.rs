@@ -4,6 +4,8 @@ use std::process::{Child, Command};
 
 use sqlx::{Connection, PgConnection};
 
+pub mod cluster;
+
 /// The server the tests administer databases on (the same variable `#[sqlx::test]` reads).
 pub fn admin_url() -> String {
     std::env::var("DATABASE_URL")

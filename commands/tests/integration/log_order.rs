@@ -76,9 +76,9 @@ async fn plan_of(pool: &PgPool, sql: &str, args: &str, generic: bool) -> Vec<Val
         format!("execute planned({args})")
     };
     let explained: Value = sqlx::query_scalar(&format!("explain (format json) {execute}"))
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
     sqlx::query("deallocate planned")
         .execute(&mut *conn)
         .await
@@ -110,13 +110,48 @@ async fn every_query_that_reads_the_log_uses_its_index_and_never_scans_or_sorts(
     let middle = format!("{}, {}", ROWS / 200, ROWS / 2);
     let end = format!("{}, {}", ROWS / 100 + 1, ROWS);
     let cases: Vec<(&str, &str, String, &str)> = vec![
-        ("read_after from the start", READ_AFTER, format!("{start}, 500"), "events_global_order"),
-        ("read_after from the middle", READ_AFTER, format!("{middle}, 500"), "events_global_order"),
-        ("read_after at the end", READ_AFTER, format!("{end}, 500"), "events_global_order"),
-        ("pending after the start", PENDING_AFTER, start.to_owned(), "events_global_order"),
-        ("pending at the end", PENDING_AFTER, end.clone(), "events_global_order"),
-        ("the last event", LAST_EVENT, String::new(), "events_global_order"),
-        ("checkpoint of a position", CHECKPOINT_OF, "30000".to_owned(), "events_position_key"),
+        (
+            "read_after from the start",
+            READ_AFTER,
+            format!("{start}, 500"),
+            "events_global_order",
+        ),
+        (
+            "read_after from the middle",
+            READ_AFTER,
+            format!("{middle}, 500"),
+            "events_global_order",
+        ),
+        (
+            "read_after at the end",
+            READ_AFTER,
+            format!("{end}, 500"),
+            "events_global_order",
+        ),
+        (
+            "pending after the start",
+            PENDING_AFTER,
+            start.to_owned(),
+            "events_global_order",
+        ),
+        (
+            "pending at the end",
+            PENDING_AFTER,
+            end.clone(),
+            "events_global_order",
+        ),
+        (
+            "the last event",
+            LAST_EVENT,
+            String::new(),
+            "events_global_order",
+        ),
+        (
+            "checkpoint of a position",
+            CHECKPOINT_OF,
+            "30000".to_owned(),
+            "events_position_key",
+        ),
         (
             "one stream",
             STREAM_EVENTS,
@@ -130,8 +165,9 @@ async fn every_query_that_reads_the_log_uses_its_index_and_never_scans_or_sorts(
             let shown = describe(&plan);
             let kind = if generic { "generic" } else { "custom" };
             assert!(
-                !plan.iter().any(|n| n["Node Type"] == "Seq Scan"
-                    && n["Relation Name"] == "events"),
+                !plan
+                    .iter()
+                    .any(|n| n["Node Type"] == "Seq Scan" && n["Relation Name"] == "events"),
                 "{name} ({kind} plan) scans the log: {shown}"
             );
             assert!(
@@ -226,13 +262,19 @@ async fn the_database_replaces_forged_store_assigned_values_whoever_writes(pool:
     .unwrap();
     let (position, transaction_id, recorded_at, writer) = row;
     assert_ne!(position, 999_999, "the forged position was kept");
-    assert_eq!(transaction_id, writer, "the stored transaction id is not the writer's");
+    assert_eq!(
+        transaction_id, writer,
+        "the stored transaction id is not the writer's"
+    );
     assert!(
         recorded_at > chrono::Utc::now() - chrono::Duration::hours(1),
         "the forged record time was kept: {recorded_at}"
     );
     let intact = verify_chain(&pool, 0, i64::MAX).await.unwrap();
-    assert!(intact.is_intact(), "the hash does not cover the stored values");
+    assert!(
+        intact.is_intact(),
+        "the hash does not cover the stored values"
+    );
     // A reader sees it as the next event of the log (once every older transaction of the
     // cluster, another test's included, has ended).
     let mut read = Vec::new();

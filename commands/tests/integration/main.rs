@@ -3,6 +3,6 @@
 
 mod common;
 mod event_store;
+mod log_order;
 mod log_reader;
 mod runtime;
-mod log_order;
