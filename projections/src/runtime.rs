@@ -14,6 +14,9 @@
 //! A handler that keeps failing on one event stops its worker, with the event's position and the
 //! error stored in `projection_checkpoints` (shown by `/readyz` and `gigledger projections status`)
 //! and logged. The event is never skipped.
+//!
+//! A failure marked [`RetryLater`] never stops the worker; if it keeps retrying one event for
+//! longer than [`WorkerConfig::stall_after`], its stored state is `stalled` until it gets past.
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -198,7 +201,9 @@ impl Leases {
     }
 
     /// Leases whose session counts as lost after `timeout` without an answer (this side) or
-    /// without a ping (the server's side). `keep_alive` pings at least three times per timeout.
+    /// without a ping (the server's side). Run [`Leases::keep_alive`] beside the workers (as
+    /// `api`'s `Workers` does): it pings at least three times per timeout; without it the server
+    /// ends a session idle for longer than the timeout, and nothing here would notice.
     pub fn with_timeout(pool: &PgPool, timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             pool: pool.clone(),
