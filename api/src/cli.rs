@@ -31,7 +31,8 @@ pub enum Command {
 pub enum ProjectionsCommand {
     /// Run the workers (projections, process managers, timers) without the HTTP server.
     Run(RunSettings),
-    /// Each worker's position, lag (events and seconds) and state.
+    /// Every worker's position, lag (events and seconds), whether a process holds its lease now,
+    /// and state (running, idle: no process runs it, stalled, failed).
     Status(DatabaseSettings),
     /// Replay one read model from position zero into fresh tables and swap them in when caught
     /// up; queries keep being served from the old tables meanwhile.
@@ -96,20 +97,22 @@ async fn projections(command: ProjectionsCommand) -> Result<(), String> {
             let pool = crate::db::prepare(&settings)
                 .await
                 .map_err(|e| e.to_string())?;
-            let all = gigledger_projections::runtime::statuses(&pool)
-                .await
-                .map_err(|e| e.to_string())?;
+            let all =
+                gigledger_projections::runtime::statuses(&pool, &crate::workers::known_names())
+                    .await
+                    .map_err(|e| e.to_string())?;
             println!(
-                "{:<28} {:>10} {:>10} {:>10} {:>10}  state",
-                "name", "position", "applied", "lag", "lag (s)"
+                "{:<28} {:>10} {:>10} {:>10} {:>10} {:>6}  state",
+                "name", "position", "applied", "lag", "lag (s)", "lease"
             );
             for s in all {
                 let state = match (&s.failed_position, &s.last_error) {
-                    (Some(p), Some(e)) => format!("{} at position {p}: {e}", s.status),
-                    _ => s.status.clone(),
+                    (Some(p), Some(e)) => format!("{} at position {p}: {e}", s.state()),
+                    _ => s.state().to_owned(),
                 };
+                let lease = if s.leased { "held" } else { "free" };
                 println!(
-                    "{:<28} {:>10} {:>10} {:>10} {:>10.1}  {state}",
+                    "{:<28} {:>10} {:>10} {:>10} {:>10.1} {lease:>6}  {state}",
                     s.name, s.position, s.events_applied, s.lag_events, s.lag_seconds
                 );
             }

@@ -60,6 +60,26 @@ pub struct WorkerSettings {
         default_value_t = 500
     )]
     pub poll_interval_ms: u64,
+
+    /// Seconds a worker may keep retrying one event (a failure that may pass, such as a step
+    /// waiting for another process manager) before it is reported `stalled` by
+    /// `gigledger projections status`, `/readyz` and `gigledger_projection_stalled`.
+    #[arg(
+        long = "stall-after-secs",
+        env = "GIGLEDGER_STALL_AFTER_SECS",
+        default_value_t = 60
+    )]
+    pub stall_after_secs: u64,
+
+    /// Milliseconds the session holding this process's worker leases may go unanswered before it
+    /// counts as lost: the server then ends it (so a standby takes the leases over) and this
+    /// process drops it. Bounds takeover after a frozen process or a half-open connection.
+    #[arg(
+        long = "lease-timeout-ms",
+        env = "GIGLEDGER_LEASE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub lease_timeout_ms: u64,
 }
 
 /// Everything `serve` needs.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gigledger_commands::clock::Clock;
-use gigledger_commands::process::{ProcessManager, TimerRunner};
+use gigledger_commands::process::{Process, ProcessManager, TimerRunner};
 use gigledger_commands::services::Services;
 use gigledger_projections::runtime::{
     run_worker, statuses, Handler, Leases, LogNotifier, Target, WorkerConfig,
@@ -21,6 +21,17 @@ pub fn handlers(services: &Arc<Services>) -> Vec<Arc<dyn Handler>> {
     let mut all = gigledger_projections::read::all();
     all.extend(ProcessManager::all(services));
     all
+}
+
+/// The names of every worker [`handlers`] runs (without building them), for status reports:
+/// a worker that never ran has no checkpoint row yet and is listed all the same.
+pub fn known_names() -> Vec<String> {
+    let mut names: Vec<String> = gigledger_projections::read::all()
+        .iter()
+        .map(|h| h.name().to_owned())
+        .collect();
+    names.extend(Process::ALL.iter().map(|p| p.name().to_owned()));
+    names
 }
 
 /// The running workers; [`Workers::stop`] ends them.
@@ -43,10 +54,11 @@ impl Workers {
             batch_size: settings.batch_size,
             poll_interval: poll,
             lease_retry: poll,
+            stall_after: Duration::from_secs(settings.stall_after_secs),
             ..WorkerConfig::default()
         };
         let notifier = LogNotifier::start(pool).await?;
-        let leases = Leases::new(pool);
+        let leases = Leases::with_timeout(pool, Duration::from_millis(settings.lease_timeout_ms));
         let mut tasks = Vec::new();
         for handler in handlers(services) {
             let target = Target::live(handler.name());
@@ -83,7 +95,7 @@ impl Workers {
 /// Publishes each worker's position and lag, and the age of the oldest open writer, as gauges.
 async fn report_progress(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
     loop {
-        match statuses(&pool).await {
+        match statuses(&pool, &known_names()).await {
             Ok(all) => {
                 for s in all {
                     let name = s.name.clone();
@@ -96,8 +108,12 @@ async fn report_progress(pool: PgPool, mut shutdown: watch::Receiver<bool>) {
                     }
                     metrics::gauge!("gigledger_projection_lag_seconds", "projection" => name.clone())
                         .set(s.lag_seconds);
-                    metrics::gauge!("gigledger_projection_failed", "projection" => name)
+                    metrics::gauge!("gigledger_projection_failed", "projection" => name.clone())
                         .set(if s.status == "failed" { 1.0 } else { 0.0 });
+                    metrics::gauge!("gigledger_projection_stalled", "projection" => name.clone())
+                        .set(if s.status == "stalled" { 1.0 } else { 0.0 });
+                    metrics::gauge!("gigledger_projection_leased", "projection" => name)
+                        .set(if s.leased { 1.0 } else { 0.0 });
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read projection progress"),

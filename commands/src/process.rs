@@ -6,11 +6,19 @@
 //!
 //! The two timed rows (auto-approval, revealing reviews) write a row in `due_timers` in the same
 //! transaction as their checkpoint; [`TimerRunner`] fires due rows by the injectable clock.
+//!
+//! A step that fails is judged ([`is_permanent`]): a refusal no retry can change (invalid or
+//! forbidden, an id already taken, a broken invariant) stops the manager on that event with its
+//! position and error, as a projection stops; anything else (another manager's step not done yet,
+//! a conflict, the database, the gateway) is retried, and reported `stalled` when it lasts.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use gigledger_domain::{Actor, AnyEvent, ContractCommand, ContractEvent, ContractId};
+use gigledger_domain::{
+    Actor, AnyEvent, ContractCommand, ContractError, ContractEvent, ContractId, ErrorKind,
+    EscrowError,
+};
 use gigledger_projections::log::RecordedEvent;
 use gigledger_projections::runtime::{retry_later, Handler, HandlerError};
 use sqlx::{PgConnection, PgPool, Row};
@@ -18,7 +26,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::metadata::CommandMetadata;
-use crate::services::{follow_ups, FollowUp, Services};
+use crate::services::{follow_ups, FollowUp, ServiceError, Services};
 
 /// Which row of the process table a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,18 +168,59 @@ impl Handler for ProcessManager {
                 }
                 _ => {
                     for step in follow_ups(&event.aggregate_id, &decoded, at) {
-                        // Whatever stops a step now (a step of another manager not done yet, a
-                        // conflict, the database) says nothing against the event: retry it.
-                        self.services
+                        match self
+                            .services
                             .run_follow_up(step, &caused_by(event, at))
                             .await
-                            .map_err(retry_later)?;
+                        {
+                            // Incomplete: this step is recorded; the steps its events call for
+                            // belong to their own managers.
+                            Ok(_) | Err(ServiceError::Incomplete { .. }) => {}
+                            Err(e) if is_permanent(&e) => {
+                                return Err(format!(
+                                    "{} at position {} cannot be processed: {e}",
+                                    event.event_type, event.position
+                                )
+                                .into())
+                            }
+                            // A step of another manager not done yet, a conflict, the database,
+                            // the gateway: says nothing against the event.
+                            Err(e) => return Err(retry_later(e)),
+                        }
                     }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Whether a step's failure is one no retry can change: the command is invalid or forbidden as
+/// the event asks for it, names an id another aggregate already holds, or would break an
+/// invariant. Anything else may be waiting for another manager (a contract not started yet, a
+/// milestone not frozen yet), so it is retried rather than stopping every contract behind it.
+fn is_permanent(error: &ServiceError) -> bool {
+    let (kind, no_retry_changes_it) = match error {
+        ServiceError::Gig(e) => (e.kind(), false),
+        ServiceError::Contract(e) => (
+            e.kind(),
+            matches!(
+                e,
+                ContractError::ContractIdTaken | ContractError::DisputeIdTaken
+            ),
+        ),
+        ServiceError::Escrow(e) => (
+            e.kind(),
+            matches!(
+                e,
+                EscrowError::EscrowIdTaken | EscrowError::InvariantViolated(_)
+            ),
+        ),
+        ServiceError::Conflict { .. }
+        | ServiceError::Internal(_)
+        | ServiceError::Incomplete { .. } => return false,
+    };
+    no_retry_changes_it || matches!(kind, ErrorKind::Validation | ErrorKind::Forbidden)
 }
 
 /// Sets (or moves, on resubmission) a timer. A later submission's due time replaces an earlier
@@ -198,7 +247,7 @@ async fn schedule(
          on conflict (timer_key) do update
             set due_at = excluded.due_at, causation_id = excluded.causation_id,
                 correlation_id = excluded.correlation_id, fired_at = null,
-                claimed_until = null, attempts = 0, last_error = null
+                claimed_until = null, claim_id = null, attempts = 0, last_error = null
           where due_timers.causation_id <> excluded.causation_id",
     )
     .bind(key)
@@ -232,14 +281,17 @@ impl TimerRunner {
     /// Fires every timer due by the clock's now and returns how many fired. Each is claimed for a
     /// minute in one short statement (`for update skip locked`, so concurrent runners never take
     /// the same one), fired outside any transaction, then marked fired; a failure is recorded and
-    /// retried after a pause that grows with each attempt, and the runner moves on.
+    /// retried after a pause that grows with each attempt, and the runner moves on. Both marks
+    /// name the claim (its `claim_id`), not just the timer: if the process manager moved the
+    /// timer meanwhile (a resubmission clears the claim), the new schedule is left to fire.
     pub async fn fire_due(&self) -> Result<usize, HandlerError> {
         let mut fired = 0;
         loop {
             let now = self.clock.now();
             let row = sqlx::query(
                 "update due_timers
-                    set claimed_until = $1 + interval '1 minute', attempts = attempts + 1
+                    set claimed_until = $1 + interval '1 minute', attempts = attempts + 1,
+                      claim_id = gen_random_uuid()
                   where timer_key = (
                         select timer_key from due_timers
                          where fired_at is null and due_at <= $1
@@ -247,7 +299,7 @@ impl TimerRunner {
                          order by due_at
                          limit 1
                            for update skip locked)
-                 returning timer_key, kind, contract_id, milestone_id, causation_id,
+                 returning timer_key, claim_id, kind, contract_id, milestone_id, causation_id,
                            correlation_id, attempts",
             )
             .bind(now)
@@ -257,6 +309,7 @@ impl TimerRunner {
                 return Ok(fired);
             };
             let key: String = row.try_get("timer_key")?;
+            let claim: Uuid = row.try_get("claim_id")?;
             let kind: String = row.try_get("kind")?;
             let contract = ContractId(row.try_get("contract_id")?);
             let milestone: Option<Uuid> = row.try_get("milestone_id")?;
@@ -282,10 +335,11 @@ impl TimerRunner {
             {
                 Ok(_) => {
                     sqlx::query(
-                        "update due_timers set fired_at = $2, last_error = null
-                          where timer_key = $1",
+                        "update due_timers set fired_at = $3, last_error = null
+                          where timer_key = $1 and claim_id = $2",
                     )
                     .bind(&key)
+                    .bind(claim)
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
@@ -295,10 +349,11 @@ impl TimerRunner {
                     let pause = chrono::Duration::seconds(10 << attempts.clamp(0, 10));
                     tracing::warn!(timer.key = %key, attempt = attempts, error = %e, "timer failed; will retry");
                     sqlx::query(
-                        "update due_timers set last_error = $2, claimed_until = $3
-                          where timer_key = $1",
+                        "update due_timers set last_error = $3, claimed_until = $4
+                          where timer_key = $1 and claim_id = $2",
                     )
                     .bind(&key)
+                    .bind(claim)
                     .bind(e.to_string())
                     .bind(now + pause)
                     .execute(&self.pool)

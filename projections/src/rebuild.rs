@@ -11,8 +11,13 @@
 //!    one table while wanting another the swap already locked, so the swap may deadlock with it or
 //!    wait: it runs under a `lock_timeout`, and on a deadlock or timeout it catches up again and
 //!    retries, so the replay is never wasted and readers are never blocked for long.
+//!
+//! One rebuild per read model at a time, across processes: a rebuild holds a session advisory
+//! lock (on a dedicated connection, so it ends with the rebuild or its process) from step 1 to the
+//! end, and a second one is refused at once. Two replays into the same copy would otherwise each
+//! drop and refill it under the other and swap in tables that are ahead of their checkpoint.
 
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::runtime::{catch_up, load_checkpoint, Handler, Target};
 
@@ -23,6 +28,11 @@ pub enum RebuildError {
     Database(#[from] sqlx::Error),
     #[error("table name {0:?} is not a plain identifier")]
     BadTableName(String),
+    #[error(
+        "a rebuild of {0} is already running (in this or another process); \
+         wait for it to finish, then rebuild again if needed"
+    )]
+    AlreadyRunning(String),
 }
 
 fn checked(table: &str) -> Result<&str, RebuildError> {
@@ -43,6 +53,28 @@ const SWAP_ATTEMPTS: u32 = 10;
 /// Rebuilds `handler`'s read model (its `tables`) from zero and swaps it in. Returns how many events
 /// the replay applied.
 pub async fn rebuild(
+    pool: &PgPool,
+    handler: &dyn Handler,
+    tables: &[&str],
+    batch_size: i64,
+) -> Result<usize, RebuildError> {
+    let name = handler.name().to_owned();
+    // Held until this function returns (the connection is dropped, which ends the session).
+    let mut guard = PgConnection::connect_with(&pool.connect_options()).await?;
+    let only_one: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("gigledger-rebuild:{name}"))
+        .fetch_one(&mut guard)
+        .await?;
+    if !only_one {
+        return Err(RebuildError::AlreadyRunning(name));
+    }
+    let rebuilt = rebuild_alone(pool, handler, tables, batch_size).await;
+    let _ = guard.close().await;
+    rebuilt
+}
+
+/// The rebuild itself, once this process holds the model's rebuild lock.
+async fn rebuild_alone(
     pool: &PgPool,
     handler: &dyn Handler,
     tables: &[&str],

@@ -14,6 +14,9 @@
 //! A handler that keeps failing on one event stops its worker, with the event's position and the
 //! error stored in `projection_checkpoints` (shown by `/readyz` and `gigledger projections status`)
 //! and logged. The event is never skipped.
+//!
+//! A failure marked [`RetryLater`] never stops the worker; if it keeps retrying one event for
+//! longer than [`WorkerConfig::stall_after`], its stored state is `stalled` until it gets past.
 
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -81,6 +84,9 @@ pub struct WorkerConfig {
     pub lease_retry: Duration,
     /// How often one event is tried before the worker stops on it.
     pub max_attempts: u32,
+    /// How long a worker may keep retrying one event (a failure counted as transient) before it
+    /// is reported `stalled`. It keeps retrying; the state says that what depends on it stopped.
+    pub stall_after: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -90,6 +96,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_millis(500),
             lease_retry: Duration::from_secs(1),
             max_attempts: 5,
+            stall_after: Duration::from_secs(60),
         }
     }
 }
@@ -164,41 +171,89 @@ impl LogNotifier {
     }
 }
 
+/// How long the lease session may go without a word before it counts as lost, when no other
+/// bound is given ([`Leases::with_timeout`]).
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The leases of one process: a single dedicated session (outside the pool) holding the advisory
 /// lock of every worker this process runs. When the process dies the session ends and every lock
 /// is released at once. If the session is lost while the process lives, the generation changes,
 /// and workers that held a lease under the old session go back to asking for it.
+///
+/// A session can also be lost without either side seeing the connection close (a half-open
+/// connection: the process froze, or the network dropped packets): TCP alone would notice only
+/// after its own timeout, minutes to hours. Both sides are bounded by the lease timeout instead:
+/// the server ends the session when it has been idle that long (`idle_session_timeout`; it is
+/// pinged far more often), which releases its locks for a standby; and this process gives every
+/// exchange on it that long before it drops the session as lost. The mutex over the session is
+/// therefore never held longer than one timeout.
 pub struct Leases {
     pool: PgPool,
+    timeout: Duration,
     session: tokio::sync::Mutex<Option<PgConnection>>,
     generation: AtomicU64,
 }
 
 impl Leases {
+    /// Leases with [`DEFAULT_LEASE_TIMEOUT`].
     pub fn new(pool: &PgPool) -> Arc<Self> {
+        Self::with_timeout(pool, DEFAULT_LEASE_TIMEOUT)
+    }
+
+    /// Leases whose session counts as lost after `timeout` without an answer (this side) or
+    /// without a ping (the server's side). Run [`Leases::keep_alive`] beside the workers (as
+    /// `api`'s `Workers` does): it pings at least three times per timeout; without it the server
+    /// ends a session idle for longer than the timeout, and nothing here would notice.
+    pub fn with_timeout(pool: &PgPool, timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             pool: pool.clone(),
+            timeout: timeout.max(Duration::from_millis(100)),
             session: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
         })
+    }
+
+    /// Runs one exchange on the lease session within the lease timeout.
+    async fn bounded<T>(
+        &self,
+        exchange: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the lease session did not answer within the lease timeout",
+                )))
+            })
+    }
+
+    /// A new lease session, which the server ends once it has been idle for the lease timeout.
+    async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
+        let millis = self.timeout.as_millis().to_string();
+        let options = (*self.pool.connect_options())
+            .clone()
+            .options([("idle_session_timeout", millis)]);
+        self.bounded(PgConnection::connect_with(&options)).await
     }
 
     /// Takes `name`'s lease if nobody holds it. `Some(generation)` when this process holds it.
     async fn try_take(&self, name: &str) -> Result<Option<u64>, sqlx::Error> {
         let mut session = self.session.lock().await;
         if session.is_none() {
-            let options = self.pool.connect_options();
-            *session = Some(PgConnection::connect_with(&options).await?);
+            *session = Some(self.connect().await?);
             self.generation.fetch_add(1, AtomicOrdering::SeqCst);
         }
         let Some(conn) = session.as_mut() else {
             return Ok(None);
         };
-        let taken: Result<bool, sqlx::Error> =
-            sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(lease_key(name))
-                .fetch_one(&mut *conn)
-                .await;
+        let taken: Result<bool, sqlx::Error> = self
+            .bounded(
+                sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended($1, 0))")
+                    .bind(lease_key(name))
+                    .fetch_one(&mut *conn),
+            )
+            .await;
         match taken {
             Ok(true) => Ok(Some(self.generation.load(AtomicOrdering::SeqCst))),
             Ok(false) => Ok(None),
@@ -211,19 +266,25 @@ impl Leases {
         }
     }
 
-    /// Pings the lease session every `interval` until `shutdown`, so a session the server dropped
-    /// (a network cut, `pg_terminate_backend`, an idle timeout) is noticed within one interval:
-    /// the generation changes and this process's workers stop and ask for their leases again.
+    /// Pings the lease session every `interval` (at least three times per lease timeout, so the
+    /// server never finds it idle that long) until `shutdown`, so a session the server dropped
+    /// (a network cut, `pg_terminate_backend`, the idle timeout) or that stopped answering is
+    /// noticed within one interval plus the timeout: the generation changes and this process's
+    /// workers stop and ask for their leases again.
     pub async fn keep_alive(
         self: Arc<Self>,
         interval: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let interval = interval.min(self.timeout / 3);
         loop {
             {
                 let mut session = self.session.lock().await;
                 if let Some(conn) = session.as_mut() {
-                    if sqlx::query("select 1").execute(&mut *conn).await.is_err() {
+                    let ping = self
+                        .bounded(sqlx::query("select 1").execute(&mut *conn))
+                        .await;
+                    if ping.is_err() {
                         *session = None;
                         self.generation.fetch_add(1, AtomicOrdering::SeqCst);
                         tracing::warn!("lost the lease session; workers will ask again");
@@ -249,14 +310,23 @@ impl Leases {
             return;
         }
         if let Some(conn) = session.as_mut() {
-            let _ = sqlx::query("select pg_advisory_unlock(hashtextextended($1, 0))")
-                .bind(lease_key(name))
-                .execute(&mut *conn)
+            let unlocked = self
+                .bounded(
+                    sqlx::query("select pg_advisory_unlock(hashtextextended($1, 0))")
+                        .bind(lease_key(name))
+                        .execute(&mut *conn),
+                )
                 .await;
+            if unlocked.is_err() {
+                // Not answering: end the session (and with it every lock it holds).
+                *session = None;
+                self.generation.fetch_add(1, AtomicOrdering::SeqCst);
+            }
         }
     }
 }
 
+/// The advisory lock key of a worker's lease. `statuses` spells the same prefix in SQL.
 fn lease_key(name: &str) -> String {
     format!("gigledger-worker:{name}")
 }
@@ -335,6 +405,7 @@ async fn step(
         .await
         .map_err(|e| StepError::Handler {
             first: events[0].checkpoint(),
+            last: to,
             error: e.to_string(),
             transient: is_transient(&e),
         })?;
@@ -367,6 +438,8 @@ enum StepError {
     Handler {
         /// The first event of the failed batch.
         first: Checkpoint,
+        /// The last event of the failed batch: the failing one is somewhere up to here.
+        last: Checkpoint,
         error: String,
         transient: bool,
     },
@@ -438,7 +511,9 @@ async fn drive(
 ) -> bool {
     let name = target.checkpoint.as_str();
     let mut batch_size = config.batch_size;
-    // After a failure, batches of one until the worker is past the event that failed.
+    // After a failure, batches of one until the worker is past the whole batch that failed: the
+    // failing event is somewhere in it, and a full batch before that would fail on it again
+    // (resending, for a process manager, the commands of every event before it).
     let mut narrow_until: Option<Checkpoint> = None;
     let mut failures = 0u32;
     loop {
@@ -485,13 +560,14 @@ async fn drive(
             }
             Err(StepError::Handler {
                 first,
+                last,
                 error,
                 transient,
             }) => {
                 // Narrow down to the one event that fails before judging it.
                 if batch_size > 1 {
                     batch_size = 1;
-                    narrow_until = Some(first);
+                    narrow_until = Some(last);
                     continue;
                 }
                 failures = failures.saturating_add(1);
@@ -500,7 +576,7 @@ async fn drive(
                         projection.name = %name, event.position = first.position,
                         attempt = failures, error = %error, "step not possible yet; retrying"
                     );
-                    record_error(pool, name, first.position, &error).await;
+                    record_error(pool, name, first.position, &error, config.stall_after).await;
                     let pause = 100u64.saturating_mul(1 << failures.min(8)).min(30_000);
                     sleep_or_shutdown(Duration::from_millis(pause), shutdown).await;
                     continue;
@@ -519,16 +595,31 @@ async fn drive(
     }
 }
 
-/// Notes a retried failure without stopping the worker.
-async fn record_error(pool: &PgPool, name: &str, position: i64, error: &str) {
+/// Notes a retried failure without stopping the worker; once it has retried the same event for
+/// longer than `stall_after`, its state becomes `stalled` (until it gets past the event).
+async fn record_error(
+    pool: &PgPool,
+    name: &str,
+    position: i64,
+    error: &str,
+    stall_after: Duration,
+) {
+    // In SET, the columns on the right are the row's values before this update: the same
+    // failed position as before means the same event is still being retried.
     let stored = sqlx::query(
         "update projection_checkpoints
-            set failed_position = $2, last_error = $3, updated_at = now()
+            set failed_position = $2, last_error = $3, updated_at = now(),
+                retrying_since = case when failed_position = $2
+                                      then coalesce(retrying_since, now()) else now() end,
+                status = case when status = 'running' and failed_position = $2
+                                   and retrying_since <= now() - make_interval(secs => $4)
+                              then 'stalled' else status end
           where name = $1",
     )
     .bind(name)
     .bind(position)
     .bind(error)
+    .bind(stall_after.as_secs_f64())
     .execute(pool)
     .await;
     if let Err(e) = stored {
@@ -538,8 +629,10 @@ async fn record_error(pool: &PgPool, name: &str, position: i64, error: &str) {
 
 async fn clear_error(pool: &PgPool, name: &str) {
     let _best_effort = sqlx::query(
-        "update projection_checkpoints set failed_position = null, last_error = null
-          where name = $1 and status = 'running'",
+        "update projection_checkpoints
+            set failed_position = null, last_error = null, retrying_since = null,
+                status = 'running'
+          where name = $1 and status in ('running', 'stalled')",
     )
     .bind(name)
     .execute(pool)
@@ -549,7 +642,8 @@ async fn clear_error(pool: &PgPool, name: &str) {
 async fn record_failure(pool: &PgPool, name: &str, position: i64, error: &str) {
     let stored = sqlx::query(
         "update projection_checkpoints
-            set status = 'failed', failed_position = $2, last_error = $3, updated_at = now()
+            set status = 'failed', failed_position = $2, last_error = $3, updated_at = now(),
+                retrying_since = null
           where name = $1",
     )
     .bind(name)
@@ -621,27 +715,67 @@ pub struct WorkerStatus {
     pub lag_events: i64,
     /// Age of the oldest event not applied yet (0 when caught up).
     pub lag_seconds: f64,
+    /// The stored state: `running` (not stopped; a worker that never ran is `running` at
+    /// position 0), `stalled` (retrying one event for longer than its bound) or `failed`
+    /// (stopped on an event).
     pub status: String,
     pub failed_position: Option<i64>,
     pub last_error: Option<String>,
+    /// Whether some process holds the worker's lease right now, i.e. runs it.
+    pub leased: bool,
 }
 
-/// Every worker's state.
-pub async fn statuses(pool: &PgPool) -> Result<Vec<WorkerStatus>, sqlx::Error> {
+impl WorkerStatus {
+    /// What the worker is doing, in one word: `failed` and `stalled` as stored, otherwise
+    /// `running` when a process holds its lease and `idle` when none does.
+    pub fn state(&self) -> &str {
+        match self.status.as_str() {
+            "running" if !self.leased => "idle",
+            other => other,
+        }
+    }
+}
+
+/// The state of every worker in `known` (those that never ran included, at position 0) and of
+/// every other worker with a checkpoint (a rebuild's, say), by name.
+pub async fn statuses(pool: &PgPool, known: &[String]) -> Result<Vec<WorkerStatus>, sqlx::Error> {
     let rows = sqlx::query(
-        "select c.name, c.position, c.events_applied, c.status, c.failed_position, c.last_error,
+        "with names as (
+             select unnest($1::text[]) as name
+              union
+             select name from projection_checkpoints
+         )
+         select n.name, coalesce(c.position, 0) as position,
+                coalesce(c.events_applied, 0) as events_applied,
+                coalesce(c.status, 'running') as status, c.failed_position, c.last_error,
                 lag.events as lag_events,
-                coalesce(extract(epoch from now() - lag.oldest)::float8, 0) as lag_seconds
-           from projection_checkpoints c
+                coalesce(extract(epoch from now() - lag.oldest)::float8, 0) as lag_seconds,
+                -- the lease is a session advisory lock on a bigint key (lease_key in runtime.rs:
+                -- the same prefix); pg_locks shows such a key split in two 32-bit halves
+                exists (
+                    select 1
+                      from pg_locks l
+                     where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+                       and l.database = (select oid from pg_database
+                                          where datname = current_database())
+                       and l.classid = ((lease.key >> 32) & 4294967295)::oid
+                       and l.objid = (lease.key & 4294967295)::oid
+                ) as leased
+           from names n
+           left join projection_checkpoints c on c.name = n.name
+           cross join lateral (
+               select hashtextextended('gigledger-worker:' || n.name, 0) as key
+           ) lease
            cross join lateral (
                select count(*) as events, min(e.recorded_at) as oldest
                  from events e
                 where (e.transaction_id, e.position)
-                      > (c.transaction_id::text::xid8, c.position)
+                      > (coalesce(c.transaction_id, 0)::text::xid8, coalesce(c.position, 0))
                   and e.transaction_id < log_horizon()
            ) lag
-          order by c.name",
+          order by n.name",
     )
+    .bind(known)
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -655,6 +789,7 @@ pub async fn statuses(pool: &PgPool) -> Result<Vec<WorkerStatus>, sqlx::Error> {
                 status: r.try_get("status")?,
                 failed_position: r.try_get("failed_position")?,
                 last_error: r.try_get("last_error")?,
+                leased: r.try_get("leased")?,
             })
         })
         .collect()

@@ -749,7 +749,7 @@ async fn a_process_manager_ahead_of_another_retries_instead_of_stopping(pool: Pg
     ));
     let mut retrying = false;
     for _ in 0..100 {
-        let all = statuses(&pool).await.unwrap();
+        let all = statuses(&pool, &[]).await.unwrap();
         if let Some(s) = all.iter().find(|s| s.name == Process::Settle.name()) {
             if s.last_error.is_some() {
                 assert_eq!(
@@ -784,7 +784,7 @@ async fn a_process_manager_ahead_of_another_retries_instead_of_stopping(pool: Pg
     stop.send(true).unwrap();
     settle.await.unwrap();
     assert_eq!(w.balance(contract, m[0]).await, (10_00, 0, 10_00, 0));
-    let status = statuses(&pool).await.unwrap();
+    let status = statuses(&pool, &[]).await.unwrap();
     let settle = status
         .iter()
         .find(|s| s.name == Process::Settle.name())

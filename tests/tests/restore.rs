@@ -229,7 +229,10 @@ async fn after_a_dump_restored_into_another_cluster_new_events_reach_every_worke
     // Every worker has seen every event exactly once, the restored ones and the new ones.
     let total = event_count(&pool).await;
     assert!(total > before);
-    for status in statuses(&pool).await.unwrap() {
+    for status in statuses(&pool, &gigledger_api::workers::known_names())
+        .await
+        .unwrap()
+    {
         assert_eq!(
             status.events_applied, total,
             "{} applied {} of {total} events",

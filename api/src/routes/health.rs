@@ -26,7 +26,7 @@ async fn healthz() -> Json<Value> {
 }
 
 /// The database answers, every migration this build knows is applied, and no worker has stopped
-/// on a failing event.
+/// on a failing event or is stalled (retrying one event for longer than its bound).
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let reachable = sqlx::query("select 1").execute(&state.pool).await;
     let checks = match reachable {
@@ -44,25 +44,33 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         }
     };
     let mut checks = checks;
-    // A worker stopped on an event it cannot apply: its read model no longer moves.
-    let failed = match gigledger_projections::runtime::statuses(&state.pool).await {
-        Ok(all) => all
-            .into_iter()
-            .filter(|s| s.status == "failed")
-            .map(|s| {
-                json!({
-                    "projection": s.name,
-                    "failed_position": s.failed_position,
-                    "error": s.last_error,
-                })
-            })
-            .collect::<Vec<_>>(),
-        Err(_) => Vec::new(),
-    };
-    checks["projections"] = if failed.is_empty() {
-        json!("ok")
-    } else {
-        json!({ "failed": failed })
+    // A worker stopped on an event it cannot apply, or stuck retrying one: what depends on it
+    // (a read model, every release) no longer moves.
+    let known = crate::workers::known_names();
+    let (failed, stalled) =
+        match gigledger_projections::runtime::statuses(&state.pool, &known).await {
+            Ok(all) => {
+                let in_state = |state: &str| {
+                    all.iter()
+                        .filter(|s| s.status == state)
+                        .map(|s| {
+                            json!({
+                                "projection": s.name,
+                                "failed_position": s.failed_position,
+                                "error": s.last_error,
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                };
+                (in_state("failed"), in_state("stalled"))
+            }
+            Err(_) => (Vec::new(), Vec::new()),
+        };
+    checks["projections"] = match (failed.is_empty(), stalled.is_empty()) {
+        (true, true) => json!("ok"),
+        (false, true) => json!({ "failed": failed }),
+        (true, false) => json!({ "stalled": stalled }),
+        (false, false) => json!({ "failed": failed, "stalled": stalled }),
     };
     let ready =
         checks["database"] == "ok" && checks["migrations"] == "ok" && checks["projections"] == "ok";

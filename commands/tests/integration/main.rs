@@ -6,3 +6,4 @@ mod event_store;
 mod log_order;
 mod log_reader;
 mod runtime;
+mod worker_faults;

@@ -82,6 +82,7 @@ fn fast() -> WorkerConfig {
         poll_interval: Duration::from_millis(20),
         lease_retry: Duration::from_millis(50),
         max_attempts: 3,
+        ..WorkerConfig::default()
     }
 }
 
@@ -169,7 +170,7 @@ async fn the_checkpoint_never_moves_without_its_batch_when_the_handler_fails(poo
         .collect();
     assert!(!applied.is_empty());
     assert!(applied.iter().all(|p| *p < poison_position), "{applied:?}");
-    let status = &statuses(&pool).await.unwrap()[0];
+    let status = &statuses(&pool, &[]).await.unwrap()[0];
     assert_eq!(status.events_applied, i64::try_from(applied.len()).unwrap());
     assert_eq!(
         Some(&status.position),
@@ -222,7 +223,7 @@ async fn a_worker_that_keeps_failing_on_one_event_stops_and_reports_it_without_s
         "the worker stopped by itself"
     );
 
-    let status = &statuses(&pool).await.unwrap()[0];
+    let status = &statuses(&pool, &[]).await.unwrap()[0];
     assert_eq!(status.status, "failed");
     assert_eq!(status.failed_position, Some(poison_position));
     assert!(status
