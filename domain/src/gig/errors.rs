@@ -78,9 +78,12 @@ pub enum GigError {
     /// The freelancer already has a pending proposal on the gig.
     #[error("you already have a pending proposal on this gig")]
     DuplicatePendingProposal,
-    /// The gig has taken its 500 proposals.
-    #[error("the gig has reached its limit of 500 proposals")]
+    /// The gig holds its 500 live (pending) proposals.
+    #[error("the gig already has 500 pending proposals")]
     TooManyProposals,
+    /// The gig has taken its 2 000 submissions in all.
+    #[error("the gig has reached its limit of 2000 proposals in all")]
+    TooManySubmissions,
     /// Cover letter length.
     #[error("the cover letter must be 1 to 10000 characters")]
     InvalidCoverLetter,
@@ -143,6 +146,7 @@ impl GigError {
             | Self::ProposalIdTaken
             | Self::DuplicatePendingProposal
             | Self::TooManyProposals
+            | Self::TooManySubmissions
             | Self::ProposalNotPending => ErrorKind::Conflict,
             Self::InvalidTitle
             | Self::InvalidDescription

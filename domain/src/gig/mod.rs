@@ -25,8 +25,12 @@ use crate::ids::{ContractId, GigId, ProposalId, UserId};
 use crate::money::{Currency, Money, BPS_PER_WHOLE};
 use crate::validate::trimmed_within;
 
-/// Most proposals a gig takes, withdrawn and rejected ones included.
+/// Most live (pending) proposals a gig holds at once: withdrawn, rejected and accepted ones do not
+/// count, so nobody can close a gig to others by submitting and withdrawing.
 pub const MAX_PROPOSALS_PER_GIG: usize = 500;
+/// Most proposals a gig takes in all, whatever became of them: bounds the gig's stream (and its
+/// snapshot), since each submission stays in the gig's state.
+pub const MAX_SUBMISSIONS_PER_GIG: usize = 2_000;
 /// Most milestones in a proposal.
 pub const MAX_MILESTONES_PER_PROPOSAL: usize = 20;
 /// Longest review window a contract may be given.
@@ -468,8 +472,16 @@ impl Gig {
         if has_pending {
             return Err(GigError::DuplicatePendingProposal);
         }
-        if state.proposals.len() >= MAX_PROPOSALS_PER_GIG {
+        let pending = state
+            .proposals
+            .values()
+            .filter(|proposal| proposal.status == ProposalStatus::Pending)
+            .count();
+        if pending >= MAX_PROPOSALS_PER_GIG {
             return Err(GigError::TooManyProposals);
+        }
+        if state.proposals.len() >= MAX_SUBMISSIONS_PER_GIG {
+            return Err(GigError::TooManySubmissions);
         }
         let cover_letter =
             trimmed_within(cover_letter, 1, 10_000).ok_or(GigError::InvalidCoverLetter)?;
@@ -1340,16 +1352,75 @@ mod tests {
     }
 
     #[test]
-    fn a_gig_takes_at_most_500_proposals_withdrawn_ones_included() {
+    fn withdrawn_and_rejected_proposals_do_not_count_towards_the_500_live_ones() {
+        // One freelancer submitting and withdrawing 500 times must not close the gig to others.
         let mut history = vec![posted()];
         for n in 0..500 {
+            history.push(submitted(proposal(1000 + n), &freelancer()));
+            if n % 2 == 0 {
+                history.push(withdrawn(proposal(1000 + n), &freelancer()));
+            } else {
+                history.push(rejected(proposal(1000 + n), &freelancer()));
+            }
+        }
+        GigTest::with(())
+            .given(history)
+            .when(submit(proposal(1), other_freelancer()))
+            .then_expect_events(vec![submitted(proposal(1), &other_freelancer())]);
+    }
+
+    #[test]
+    fn a_gig_holds_at_most_500_pending_proposals() {
+        let mut history = vec![posted()];
+        for n in 0..500 {
+            let someone = Actor::new(user(10_000 + n), vec![Role::Freelancer]);
+            history.push(submitted(proposal(1000 + n), &someone));
+        }
+        GigTest::with(())
+            .given(history)
+            .when(submit(proposal(1), freelancer()))
+            .then_expect_error(GigError::TooManyProposals);
+    }
+
+    #[test]
+    fn a_pending_proposal_leaving_frees_a_place_among_the_500() {
+        let mut history = vec![posted()];
+        for n in 0..500 {
+            let someone = Actor::new(user(10_000 + n), vec![Role::Freelancer]);
+            history.push(submitted(proposal(1000 + n), &someone));
+        }
+        let leaving = Actor::new(user(10_000), vec![Role::Freelancer]);
+        history.push(withdrawn(proposal(1000), &leaving));
+        GigTest::with(())
+            .given(history)
+            .when(submit(proposal(1), freelancer()))
+            .then_expect_events(vec![submitted(proposal(1), &freelancer())]);
+    }
+
+    #[test]
+    fn a_gig_takes_at_most_2000_submissions_in_all() {
+        let mut history = vec![posted()];
+        for n in 0..2_000 {
             history.push(submitted(proposal(1000 + n), &freelancer()));
             history.push(withdrawn(proposal(1000 + n), &freelancer()));
         }
         GigTest::with(())
             .given(history)
             .when(submit(proposal(1), other_freelancer()))
-            .then_expect_error(GigError::TooManyProposals);
+            .then_expect_error(GigError::TooManySubmissions);
+    }
+
+    #[test]
+    fn the_2000th_submission_is_still_accepted() {
+        let mut history = vec![posted()];
+        for n in 0..1_999 {
+            history.push(submitted(proposal(1000 + n), &freelancer()));
+            history.push(withdrawn(proposal(1000 + n), &freelancer()));
+        }
+        GigTest::with(())
+            .given(history)
+            .when(submit(proposal(1), other_freelancer()))
+            .then_expect_events(vec![submitted(proposal(1), &other_freelancer())]);
     }
 
     #[test]
