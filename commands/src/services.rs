@@ -14,8 +14,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use gigledger_domain::{
     AnyEvent, Contract, ContractCommand, ContractError, ContractId, DomainError, ErrorKind, Escrow,
-    EscrowCommand, EscrowError, EscrowServices, GatewayError, Gig, GigCommand, GigError, GigEvent,
-    GigId, MilestoneId, PaymentGateway,
+    EscrowCommand, EscrowError, EscrowServices, GatewayError, Gig, GigCommand, GigError, GigId,
+    MilestoneId, PaymentGateway,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -149,59 +149,9 @@ where
     }
 }
 
-/// A step another aggregate must take because of an event.
-#[derive(Clone, Debug, PartialEq)]
-pub enum FollowUp {
-    Contract(ContractId, ContractCommand),
-    Escrow(ContractId, EscrowCommand),
-}
-
-impl FollowUp {
-    /// The step's command, for messages (`Escrow.Release`).
-    pub fn name(&self) -> String {
-        let debug = match self {
-            FollowUp::Contract(_, c) => format!("Contract.{c:?}"),
-            FollowUp::Escrow(_, c) => format!("Escrow.{c:?}"),
-        };
-        debug
-            .split([' ', '{', '('])
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-/// The process table of `shared/DOMAIN.md` (the timer rows aside): which steps an event of
-/// aggregate `aggregate_id` calls for. Used by the services right after a command and by the
-/// process managers from the log.
-pub fn follow_ups(aggregate_id: &str, event: &AnyEvent, at: DateTime<Utc>) -> Vec<FollowUp> {
-    let contract_id = || aggregate_id.parse::<ContractId>().ok();
-    match event {
-        AnyEvent::Gig(e) => {
-            let start = ContractCommand::start_from_acceptance(e, at);
-            let open = EscrowCommand::open_from_acceptance(e, at);
-            let id = match e {
-                GigEvent::ProposalAccepted { contract_id, .. } => Some(*contract_id),
-                _ => None,
-            };
-            match (id, start, open) {
-                (Some(id), Some(start), Some(open)) => {
-                    vec![FollowUp::Contract(id, start), FollowUp::Escrow(id, open)]
-                }
-                _ => Vec::new(),
-            }
-        }
-        AnyEvent::Contract(e) => match (contract_id(), EscrowCommand::follow_up_to_contract(e, at))
-        {
-            (Some(id), Some(command)) => vec![FollowUp::Escrow(id, command)],
-            _ => Vec::new(),
-        },
-        AnyEvent::Escrow(e) => match (contract_id(), ContractCommand::follow_up_to_escrow(e, at)) {
-            (Some(id), Some(command)) => vec![FollowUp::Contract(id, command)],
-            _ => Vec::new(),
-        },
-    }
-}
+/// The process table of `shared/DOMAIN.md` (the timer rows aside) lives in the domain; the
+/// services run its steps right after a command and the process managers from the log.
+pub use gigledger_domain::process::{follow_ups, FollowUp};
 
 /// Bounds every charge in time: a gateway that hangs becomes `GatewayError::Timeout`, and the
 /// deposit writes nothing.

@@ -1,5 +1,6 @@
 //! gigledger's domain: the gig, contract and escrow aggregates with their commands, events and
-//! errors, plus money, typed ids, actors and the payment gateway port.
+//! errors, plus money, typed ids, actors, the payment gateway port and the process table that
+//! joins the aggregates ([`process`]).
 //!
 //! What belongs here is pure decision logic: given an aggregate's past events and a command,
 //! which new events happen or why the command is refused. Nothing here does I/O, reads a clock
@@ -21,6 +22,7 @@ pub mod gateway;
 pub mod gig;
 pub mod ids;
 pub mod money;
+pub mod process;
 #[cfg(test)]
 mod test_support;
 mod validate;

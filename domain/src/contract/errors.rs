@@ -30,6 +30,9 @@ pub enum ContractError {
     /// ResolveDispute by someone without the admin role.
     #[error("only an administrator can resolve a dispute")]
     NotAnAdmin,
+    /// ResolveDispute by an admin who is the contract's client or freelancer.
+    #[error("an administrator who is a party to the contract cannot resolve its dispute")]
+    PartyCannotResolve,
     /// StartContract without milestones.
     #[error("a contract needs at least one milestone")]
     NoMilestones,
@@ -155,7 +158,8 @@ impl ContractError {
             | Self::NotAParty
             | Self::NotTheClient
             | Self::NotTheFreelancer
-            | Self::NotAnAdmin => ErrorKind::Forbidden,
+            | Self::NotAnAdmin
+            | Self::PartyCannotResolve => ErrorKind::Forbidden,
             Self::ContractIdTaken
             | Self::ContractNotActive
             | Self::MilestoneNotFunded

@@ -772,10 +772,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::contract::ContractEvent;
     use crate::error::ErrorKind;
     use crate::gateway::{GatewayError, GatewayMode};
-    use crate::gig::{GigEvent, MilestoneTerms};
     use crate::test_support::*;
 
     type EscrowTest = TestFramework<Escrow>;
@@ -965,36 +963,6 @@ mod tests {
                 .milestone_balance(m1())
                 .map(|b| (b.scheduled, b.held())),
             Some((usd(20_000), usd(0)))
-        );
-    }
-
-    #[test]
-    fn the_open_command_is_built_from_the_proposal_accepted_event() {
-        let accepted = GigEvent::ProposalAccepted {
-            gig_id: crate::ids::GigId(Uuid::from_u128(100)),
-            proposal_id: crate::ids::ProposalId(Uuid::from_u128(200)),
-            contract_id: contract_id(),
-            client_id: client().user_id,
-            freelancer_id: freelancer().user_id,
-            currency: Currency::USD,
-            milestones: schedule()
-                .into_iter()
-                .map(|m| MilestoneTerms {
-                    milestone_id: m.milestone_id,
-                    title: "Work".to_owned(),
-                    amount: m.amount,
-                    due_date: None,
-                })
-                .collect(),
-            fee_bps: 1_000,
-            review_window_days: 14,
-            max_revisions: 2,
-            accepted_at: now(),
-            posted_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::open_from_acceptance(&accepted, now()),
-            Some(open_escrow())
         );
     }
 
@@ -1333,59 +1301,6 @@ mod tests {
                 .when(command)
                 .then_expect_error(EscrowError::NotSystem);
         }
-    }
-
-    #[test]
-    fn contract_events_become_the_matching_escrow_steps() {
-        let approved = ContractEvent::MilestoneApproved {
-            milestone_id: m1(),
-            amount: usd(20_000),
-            auto: false,
-            approved_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::follow_up_to_contract(&approved, now()),
-            Some(release(m1()))
-        );
-        let opened_dispute = ContractEvent::DisputeOpened {
-            dispute_id: crate::ids::DisputeId(Uuid::from_u128(5)),
-            milestone_id: m1(),
-            opened_by: client().user_id,
-            reason: "x".to_owned(),
-            opened_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::follow_up_to_contract(&opened_dispute, now()),
-            Some(freeze(m1()))
-        );
-        let resolved = ContractEvent::DisputeResolved {
-            dispute_id: crate::ids::DisputeId(Uuid::from_u128(5)),
-            milestone_id: m1(),
-            release: usd(5),
-            refund: usd(7),
-            resolved_by: admin().user_id,
-            resolved_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::follow_up_to_contract(&resolved, now()),
-            Some(settle(m1(), usd(5), usd(7)))
-        );
-        let cancelled = ContractEvent::ContractCancelled {
-            reason: "x".to_owned(),
-            cancelled_by: client().user_id,
-            cancelled_milestones: vec![m2()],
-            cancelled_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::follow_up_to_contract(&cancelled, now()),
-            Some(refund_only(vec![m2()], system())),
-            "the escrow refunds exactly the milestones the contract cancelled"
-        );
-        let funded = ContractEvent::MilestoneFunded {
-            milestone_id: m1(),
-            funded_at: now(),
-        };
-        assert_eq!(EscrowCommand::follow_up_to_contract(&funded, now()), None);
     }
 
     // ---- Freeze ----
