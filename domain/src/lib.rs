@@ -46,4 +46,4 @@ pub use gig::{
     Budget, Gig, GigCommand, GigError, GigEvent, GigStatus, MilestoneTerms, ProposalStatus,
 };
 pub use ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
-pub use money::{Currency, FeeSplit, Money, MoneyError, BPS_PER_WHOLE};
+pub use money::{Currency, FeeSplit, Money, MoneyError, BPS_PER_WHOLE, MAX_AMOUNT};

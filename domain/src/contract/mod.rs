@@ -666,7 +666,9 @@ impl Contract {
             if !ids.insert(milestone.milestone_id) {
                 return Err(ContractError::DuplicateMilestoneId);
             }
-            if !milestone.amount.is_positive() || milestone.amount.currency != start.terms.currency
+            if !milestone.amount.is_positive()
+                || milestone.amount.exceeds_maximum()
+                || milestone.amount.currency != start.terms.currency
             {
                 return Err(ContractError::InvalidMilestoneAmount);
             }
@@ -1384,7 +1386,7 @@ mod tests {
     }
 
     #[test]
-    fn contract_milestones_must_be_positive_in_its_currency_and_distinct() {
+    fn contract_milestones_must_be_positive_at_most_the_maximum_in_its_currency_and_distinct() {
         let cases = [
             (usd(0), m2(), ContractError::InvalidMilestoneAmount),
             (
@@ -1393,6 +1395,11 @@ mod tests {
                 ContractError::InvalidMilestoneAmount,
             ),
             (usd(100), m1(), ContractError::DuplicateMilestoneId),
+            (
+                usd(crate::money::MAX_AMOUNT + 1),
+                m2(),
+                ContractError::InvalidMilestoneAmount,
+            ),
         ];
         for (amount, id, expected) in cases {
             let command = start_contract_with(|command| {

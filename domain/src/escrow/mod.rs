@@ -565,7 +565,10 @@ impl Escrow {
             if !ids.insert(milestone.milestone_id) {
                 return Err(EscrowError::DuplicateMilestoneId);
             }
-            if !milestone.amount.is_positive() || milestone.amount.currency != opening.currency {
+            if !milestone.amount.is_positive()
+                || milestone.amount.exceeds_maximum()
+                || milestone.amount.currency != opening.currency
+            {
                 return Err(EscrowError::InvalidMilestoneAmount);
             }
         }
@@ -1016,6 +1019,14 @@ mod tests {
                 Box::new(|c| {
                     if let EscrowCommand::OpenEscrow { milestones, .. } = c {
                         milestones[0].amount = usd(0);
+                    }
+                }),
+                EscrowError::InvalidMilestoneAmount,
+            ),
+            (
+                Box::new(|c| {
+                    if let EscrowCommand::OpenEscrow { milestones, .. } = c {
+                        milestones[0].amount = usd(crate::money::MAX_AMOUNT + 1);
                     }
                 }),
                 EscrowError::InvalidMilestoneAmount,

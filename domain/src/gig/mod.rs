@@ -641,10 +641,16 @@ fn validate_budget(budget: &Budget) -> Result<(), GigError> {
             if !amount.is_positive() {
                 return Err(GigError::BudgetNotPositive);
             }
+            if amount.exceeds_maximum() {
+                return Err(GigError::BudgetTooLarge);
+            }
         }
         Budget::Hourly { min, max } => {
             if !min.is_positive() || !max.is_positive() {
                 return Err(GigError::BudgetNotPositive);
+            }
+            if min.exceeds_maximum() || max.exceeds_maximum() {
+                return Err(GigError::BudgetTooLarge);
             }
             if min.currency != max.currency {
                 return Err(GigError::BudgetCurrencyMismatch);
@@ -687,6 +693,9 @@ fn valid_milestones(
             if !milestone.amount.is_positive() {
                 return Err(GigError::MilestoneAmountNotPositive);
             }
+            if milestone.amount.exceeds_maximum() {
+                return Err(GigError::MilestoneAmountTooLarge);
+            }
             if milestone.due_date.is_some_and(|due| due < at.date_naive()) {
                 return Err(GigError::MilestoneDueDateInPast);
             }
@@ -703,6 +712,7 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorKind;
+    use crate::money::MAX_AMOUNT;
     use crate::test_support::*;
 
     type GigTest = TestFramework<Gig>;
@@ -1528,14 +1538,75 @@ mod tests {
     }
 
     #[test]
-    fn a_bid_whose_sum_overflows_is_refused_as_invalid() {
-        GigTest::with(())
+    fn a_milestone_amount_above_the_maximum_is_refused_on_its_field() {
+        let error = GigTest::with(())
             .given(vec![posted()])
             .when(submit_with_milestones(vec![
-                milestone(1, usd(i64::MAX)),
-                milestone(2, usd(1)),
+                milestone(1, usd(MAX_AMOUNT)),
+                milestone(2, usd(MAX_AMOUNT + 1)),
             ]))
-            .then_expect_error(GigError::BidTooLarge);
+            .inspect_result()
+            .err();
+        assert_eq!(error, Some(GigError::MilestoneAmountTooLarge));
+        assert_eq!(error.as_ref().and_then(GigError::field), Some("milestones"));
+        assert_eq!(
+            error.map(|e| e.to_string()).as_deref(),
+            Some("milestone amounts must be at most 10000000000000 minor units")
+        );
+    }
+
+    #[test]
+    fn twenty_milestones_at_the_maximum_make_a_valid_bid() {
+        let milestones: Vec<_> = (1..=20).map(|n| milestone(n, usd(MAX_AMOUNT))).collect();
+        let events = GigTest::with(())
+            .given(vec![posted()])
+            .when(submit_with_milestones(milestones))
+            .inspect_result();
+        let bid = match events.as_deref() {
+            Ok([GigEvent::ProposalSubmitted { bid, .. }]) => Some(*bid),
+            _ => None,
+        };
+        assert_eq!(bid, Some(usd(20 * MAX_AMOUNT)));
+    }
+
+    #[test]
+    fn a_budget_above_the_maximum_is_refused_on_its_field() {
+        let too_large = [
+            Budget::Fixed {
+                amount: usd(MAX_AMOUNT + 1),
+            },
+            Budget::Hourly {
+                min: usd(1),
+                max: usd(MAX_AMOUNT + 1),
+            },
+        ];
+        for budget in too_large {
+            let post = post_gig_with(|command| {
+                if let GigCommand::PostGig { budget: b, .. } = command {
+                    *b = budget.clone();
+                }
+            });
+            GigTest::with(())
+                .given_no_previous_events()
+                .when(post)
+                .then_expect_error(GigError::BudgetTooLarge);
+            GigTest::with(())
+                .given(vec![posted()])
+                .when(revise_budget(budget))
+                .then_expect_error(GigError::BudgetTooLarge);
+        }
+        assert_eq!(GigError::BudgetTooLarge.field(), Some("budget"));
+        GigTest::with(())
+            .given_no_previous_events()
+            .when(post_gig_with(|command| {
+                if let GigCommand::PostGig { budget, .. } = command {
+                    *budget = Budget::Fixed {
+                        amount: usd(MAX_AMOUNT),
+                    };
+                }
+            }))
+            .inspect_result()
+            .expect("a budget at the maximum is accepted");
     }
 
     // ---- WithdrawProposal ----
