@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use cqrs_es::{AggregateContext, EventStore};
 use gigledger_domain::{
-    AnyEvent, Contract, ContractCommand, ContractError, ContractId, DomainError, ErrorKind, Escrow,
-    EscrowCommand, EscrowError, EscrowServices, GatewayError, Gig, GigCommand, GigError, GigId,
-    MilestoneId, PaymentGateway,
+    Actor, AnyEvent, Authorise, Contract, ContractCommand, ContractError, ContractId, DomainError,
+    ErrorKind, Escrow, EscrowCommand, EscrowError, EscrowServices, GatewayError, Gig, GigCommand,
+    GigError, GigId, MilestoneId, PaymentGateway,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -239,9 +240,11 @@ impl Services {
         command: GigCommand,
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
-        let actor = actor_of(command.actor());
-        let metadata = self.metadata(ctx, actor.0, actor.1);
         let id = gig_id.to_string();
+        let actor = self
+            .actor_of(&self.gigs, &id, &command, command.actor())
+            .await?;
+        let metadata = self.metadata(ctx, actor.0, actor.1);
         self.run_on(
             &self.gigs,
             id,
@@ -260,7 +263,14 @@ impl Services {
         command: ContractCommand,
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
-        let actor = actor_of(command.actor());
+        let actor = self
+            .actor_of(
+                &self.contracts,
+                &contract_id.to_string(),
+                &command,
+                command.actor(),
+            )
+            .await?;
         let metadata = self.metadata(ctx, actor.0, actor.1);
         self.contract_with(contract_id, command, &metadata, ctx.expected_version)
             .await
@@ -278,7 +288,14 @@ impl Services {
         command: EscrowCommand,
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
-        let actor = actor_of(command.actor());
+        let actor = self
+            .actor_of(
+                &self.escrows,
+                &contract_id.to_string(),
+                &command,
+                command.actor(),
+            )
+            .await?;
         let metadata = self.metadata(ctx, actor.0, actor.1);
         let deposit = match &command {
             EscrowCommand::Deposit {
@@ -471,16 +488,40 @@ impl Services {
     }
 }
 
-fn actor_of(actor: &gigledger_domain::Actor) -> (String, String) {
-    let role = if actor.is_system() {
-        "system".to_owned()
-    } else {
-        actor
-            .roles
-            .iter()
-            .map(|r| r.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    (actor.user_id.to_string(), role)
+impl Services {
+    /// The actor's id and the one role the domain authorises `command` under on aggregate `id`,
+    /// for the events' metadata (`actor_role`).
+    ///
+    /// Asked of the aggregate's state before the command runs (the cache when warm, so usually no
+    /// round trip): who may act on an aggregate (owner, parties, a proposal's author) is fixed
+    /// when it is created, so the answer is the one `handle` reaches. A refusal on cached state
+    /// is asked again of the database's state, as the bus does; a refusal there is the
+    /// command's answer (the domain's `handle` would refuse it the same way).
+    async fn actor_of<A>(
+        &self,
+        bus: &CommandBus<A>,
+        id: &str,
+        command: &A::Command,
+        actor: &Actor,
+    ) -> Result<(String, String), ServiceError>
+    where
+        A: Authorise + Clone,
+        A::Command: Clone,
+        A::Event: 'static,
+        A::Error: Into<ServiceError>,
+    {
+        let mut cached = bus
+            .store()
+            .load_aggregate(id)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let acting = match AggregateContext::aggregate(&mut cached).authorise(command) {
+            Ok(acting) => acting,
+            Err(_) => {
+                let (fresh, _) = bus.load(id).await.map_err(from_bus)?;
+                fresh.authorise(command).map_err(Into::into)?
+            }
+        };
+        Ok((actor.user_id.to_string(), acting.as_str().to_owned()))
+    }
 }

@@ -27,7 +27,7 @@ pub mod process;
 mod test_support;
 mod validate;
 
-pub use actor::{Actor, Role, SYSTEM_USER_ID};
+pub use actor::{ActingAs, Actor, Authorise, Role, SYSTEM_USER_ID};
 pub use any_event::AnyEvent;
 pub use contract::{
     Contract, ContractCommand, ContractError, ContractEvent, ContractStatus, ContractTerms,

@@ -19,7 +19,7 @@ pub use commands::ContractCommand;
 pub use errors::ContractError;
 pub use events::{ContractEvent, ContractTerms, Party};
 
-use crate::actor::{Actor, Role};
+use crate::actor::{ActingAs, Actor, Authorise, Role};
 use crate::gig::{MilestoneTerms, MAX_REVIEW_WINDOW_DAYS};
 use crate::ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
 use crate::money::{Money, BPS_PER_WHOLE};
@@ -166,6 +166,7 @@ impl Aggregate for Contract {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        self.authorise(&command)?;
         match command {
             ContractCommand::StartContract {
                 contract_id,
@@ -623,6 +624,24 @@ impl Contract {
         }
     }
 
+    /// An admin who is not a party: who may resolve a dispute.
+    fn as_judge(&self, actor: &Actor) -> Result<&ContractState, ContractError> {
+        let state = self.existing()?;
+        if !actor.has_role(Role::Admin) {
+            return Err(if state.party(actor.user_id).is_some() {
+                ContractError::NotAnAdmin
+            } else {
+                ContractError::ContractNotFound
+            });
+        }
+        // Nobody judges their own case: an admin who is the client or the freelancer is a party
+        // first.
+        if state.party(actor.user_id).is_some() {
+            return Err(ContractError::PartyCannotResolve);
+        }
+        Ok(state)
+    }
+
     fn as_system(&self, actor: &Actor) -> Result<&ContractState, ContractError> {
         if !actor.is_system() {
             return Err(ContractError::NotSystem);
@@ -896,19 +915,7 @@ impl Contract {
         actor: &Actor,
         at: DateTime<Utc>,
     ) -> Result<ContractEvent, ContractError> {
-        let state = self.existing()?;
-        if !actor.has_role(Role::Admin) {
-            return Err(if state.party(actor.user_id).is_some() {
-                ContractError::NotAnAdmin
-            } else {
-                ContractError::ContractNotFound
-            });
-        }
-        // Nobody judges their own case: an admin who is the client or the freelancer is a party
-        // first.
-        if state.party(actor.user_id).is_some() {
-            return Err(ContractError::PartyCannotResolve);
-        }
+        let state = self.as_judge(actor)?;
         let dispute = state
             .disputes
             .iter()
@@ -1001,6 +1008,49 @@ impl Contract {
             && !state.reviews_revealed
             && ((state.client_reviewed && state.freelancer_reviewed) || period_over);
         Ok(due.then_some(ContractEvent::ReviewsRevealed { revealed_at: at }))
+    }
+}
+
+impl Authorise for Contract {
+    /// Process steps are the system's; delivering is the freelancer's, reviewing the work the
+    /// client's; cancelling, disputing and reviewing each other either party's, in the side they
+    /// are on; resolving an admin's who is not a party.
+    fn authorise(&self, command: &ContractCommand) -> Result<ActingAs, ContractError> {
+        let party = |party| {
+            ActingAs::Role(match party {
+                Party::Client => Role::Client,
+                Party::Freelancer => Role::Freelancer,
+            })
+        };
+        match command {
+            ContractCommand::StartContract { actor, .. } => {
+                if actor.is_system() {
+                    Ok(ActingAs::System)
+                } else {
+                    Err(ContractError::NotSystem)
+                }
+            }
+            ContractCommand::MarkMilestoneFunded { actor, .. }
+            | ContractCommand::AutoApproveMilestone { actor, .. }
+            | ContractCommand::RevealReviews { actor, .. } => {
+                self.as_system(actor).map(|_| ActingAs::System)
+            }
+            ContractCommand::SubmitMilestone { actor, .. } => self
+                .as_freelancer(actor)
+                .map(|_| ActingAs::Role(Role::Freelancer)),
+            ContractCommand::RequestChanges { actor, .. }
+            | ContractCommand::ApproveMilestone { actor, .. } => {
+                self.as_client(actor).map(|_| ActingAs::Role(Role::Client))
+            }
+            ContractCommand::CancelContract { actor, .. }
+            | ContractCommand::OpenDispute { actor, .. }
+            | ContractCommand::LeaveReview { actor, .. } => {
+                self.party_of(actor).map(|(_, side)| party(side))
+            }
+            ContractCommand::ResolveDispute { actor, .. } => {
+                self.as_judge(actor).map(|_| ActingAs::Role(Role::Admin))
+            }
+        }
     }
 }
 
@@ -2171,6 +2221,39 @@ mod tests {
             .given(disputed_history())
             .when(resolve(dispute(1), usd(20_000), usd(0), stranger()))
             .then_expect_error(ContractError::ContractNotFound);
+    }
+
+    #[test]
+    fn each_contract_command_is_authorised_in_one_capacity_whatever_roles_the_actor_holds() {
+        let mut contract = Contract::default();
+        contract.apply(started());
+        let all_roles =
+            |actor: Actor| Actor::new(actor.user_id, vec![Role::Client, Role::Freelancer]);
+        let cancel = |actor| ContractCommand::CancelContract {
+            reason: "Plans changed.".to_owned(),
+            actor,
+            at: now(),
+        };
+        assert_eq!(
+            contract.authorise(&cancel(all_roles(freelancer()))),
+            Ok(ActingAs::Role(Role::Freelancer))
+        );
+        assert_eq!(
+            contract.authorise(&cancel(all_roles(client()))),
+            Ok(ActingAs::Role(Role::Client))
+        );
+        assert_eq!(
+            contract.authorise(&mark_funded(m1(), system())),
+            Ok(ActingAs::System)
+        );
+        assert_eq!(
+            contract.authorise(&resolve(dispute(1), usd(1), usd(1), admin())),
+            Ok(ActingAs::Role(Role::Admin))
+        );
+        assert_eq!(
+            contract.authorise(&cancel(stranger())),
+            Err(ContractError::ContractNotFound)
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use events::{
     ScheduledMilestone, CLIENT_FUNDING_ACCOUNT, CLIENT_REFUND_ACCOUNT, PLATFORM_REVENUE_ACCOUNT,
 };
 
-use crate::actor::{Actor, Role};
+use crate::actor::{ActingAs, Actor, Authorise, Role};
 use crate::gateway::{ChargeReference, ChargeRequest, PaymentGateway, SimulatedGateway};
 use crate::ids::{ContractId, MilestoneId, UserId};
 use crate::money::{Currency, Money, BPS_PER_WHOLE};
@@ -157,6 +157,7 @@ impl Aggregate for Escrow {
         services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        self.authorise(&command)?;
         let events: Vec<EscrowEvent> = match command {
             EscrowCommand::OpenEscrow {
                 contract_id,
@@ -764,6 +765,37 @@ fn released(
         net: split.net,
         released_at: at,
     })
+}
+
+impl Authorise for Escrow {
+    /// A deposit is the escrow's client's; every other step is the system's.
+    fn authorise(&self, command: &EscrowCommand) -> Result<ActingAs, EscrowError> {
+        match command {
+            EscrowCommand::Deposit { actor, .. } => {
+                let state = self.state.as_ref().ok_or(EscrowError::EscrowNotFound)?;
+                if actor.user_id == state.client_id {
+                    Ok(ActingAs::Role(Role::Client))
+                } else if actor.user_id == state.freelancer_id || actor.has_role(Role::Admin) {
+                    Err(EscrowError::NotTheClient)
+                } else {
+                    Err(EscrowError::EscrowNotFound)
+                }
+            }
+            EscrowCommand::OpenEscrow { actor, .. } => {
+                if actor.is_system() {
+                    Ok(ActingAs::System)
+                } else {
+                    Err(EscrowError::NotSystem)
+                }
+            }
+            EscrowCommand::Release { actor, .. }
+            | EscrowCommand::Freeze { actor, .. }
+            | EscrowCommand::Settle { actor, .. }
+            | EscrowCommand::RefundUnreleased { actor, .. } => {
+                self.as_system(actor).map(|_| ActingAs::System)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub use commands::GigCommand;
 pub use errors::GigError;
 pub use events::{Budget, GigEvent, MilestoneTerms};
 
-use crate::actor::{Actor, Role};
+use crate::actor::{ActingAs, Actor, Authorise, Role};
 use crate::ids::{ContractId, GigId, ProposalId, UserId};
 use crate::money::{Currency, Money, BPS_PER_WHOLE};
 use crate::validate::trimmed_within;
@@ -102,6 +102,7 @@ impl Aggregate for Gig {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        self.authorise(&command)?;
         let event = match command {
             GigCommand::PostGig {
                 gig_id,
@@ -604,6 +605,50 @@ impl Gig {
             GigStatus::Open | GigStatus::Closed => Ok(GigEvent::GigCancelled { cancelled_at: at }),
             GigStatus::Hired => Err(GigError::AlreadyHired),
             GigStatus::Cancelled => Err(GigError::AlreadyCancelled),
+        }
+    }
+}
+
+impl Authorise for Gig {
+    /// Posting and proposing need the role; the owner's commands are the gig's client's, a
+    /// withdrawal its proposal's freelancer's.
+    fn authorise(&self, command: &GigCommand) -> Result<ActingAs, GigError> {
+        let client = ActingAs::Role(Role::Client);
+        match command {
+            GigCommand::PostGig { actor, .. } => {
+                if actor.has_role(Role::Client) {
+                    Ok(client)
+                } else {
+                    Err(GigError::NotAClient)
+                }
+            }
+            GigCommand::SubmitProposal { actor, .. } => {
+                self.existing()?;
+                if actor.has_role(Role::Freelancer) {
+                    Ok(ActingAs::Role(Role::Freelancer))
+                } else {
+                    Err(GigError::NotAFreelancer)
+                }
+            }
+            GigCommand::WithdrawProposal {
+                proposal_id, actor, ..
+            } => {
+                let proposal = self
+                    .existing()?
+                    .proposals
+                    .get(proposal_id)
+                    .ok_or(GigError::ProposalNotFound)?;
+                if proposal.freelancer_id == actor.user_id {
+                    Ok(ActingAs::Role(Role::Freelancer))
+                } else {
+                    Err(GigError::NotProposalAuthor)
+                }
+            }
+            GigCommand::ReviseGig { actor, .. }
+            | GigCommand::RejectProposal { actor, .. }
+            | GigCommand::AcceptProposal { actor, .. }
+            | GigCommand::CloseGig { actor, .. }
+            | GigCommand::CancelGig { actor, .. } => self.owned_by(actor).map(|_| client),
         }
     }
 }
@@ -1993,6 +2038,37 @@ mod tests {
         assert_eq!(
             restored.proposal_status(proposal(2)),
             Some(ProposalStatus::Rejected)
+        );
+    }
+
+    #[test]
+    fn each_gig_command_is_authorised_in_one_capacity_whatever_roles_the_actor_holds() {
+        let both = |actor: Actor| Actor::new(actor.user_id, vec![Role::Client, Role::Freelancer]);
+        let post = post_gig_with(|command| {
+            if let GigCommand::PostGig { actor, .. } = command {
+                *actor = both(client());
+            }
+        });
+        assert_eq!(
+            Gig::default().authorise(&post),
+            Ok(ActingAs::Role(Role::Client))
+        );
+        let gig = rebuilt(vec![posted(), submitted(proposal(1), &freelancer())]);
+        assert_eq!(
+            gig.authorise(&withdraw(proposal(1), both(freelancer()))),
+            Ok(ActingAs::Role(Role::Freelancer))
+        );
+        assert_eq!(
+            gig.authorise(&submit(proposal(2), both(other_freelancer()))),
+            Ok(ActingAs::Role(Role::Freelancer))
+        );
+        assert_eq!(
+            gig.authorise(&close(both(client()))),
+            Ok(ActingAs::Role(Role::Client))
+        );
+        assert_eq!(
+            gig.authorise(&close(other_client())),
+            Err(GigError::NotOwner)
         );
     }
 
