@@ -105,7 +105,7 @@ impl World {
                 description: "Responsive, fast, accessible.".into(),
                 skills: vec!["html".into()],
                 budget: Budget::Fixed {
-                    amount: usd(300_00),
+                    amount: usd(30_000),
                 },
                 deadline: None,
                 actor: self.client.clone(),
@@ -243,7 +243,7 @@ impl Stored {
 async fn each_event_records_the_one_role_its_command_was_authorised_under(pool: PgPool) {
     let w = World::new(pool, ServicesConfig::default());
     let ctx = request("req-1");
-    let (contract, m) = w.hired(&[100_00, 50_00], &ctx).await;
+    let (contract, m) = w.hired(&[10_000, 5_000], &ctx).await;
     w.fund(contract, m[0], &ctx).await;
     let dispute = DisputeId::new();
     w.contract(
@@ -262,8 +262,8 @@ async fn each_event_records_the_one_role_its_command_was_authorised_under(pool: 
         contract,
         ContractCommand::ResolveDispute {
             dispute_id: dispute,
-            release: usd(60_00),
-            refund: usd(40_00),
+            release: usd(6_000),
+            refund: usd(4_000),
             actor: w.admin.clone(),
             at: w.clock.now(),
         },
@@ -271,7 +271,7 @@ async fn each_event_records_the_one_role_its_command_was_authorised_under(pool: 
     )
     .await;
     // The other contract is cancelled by its freelancer, who also holds the client role.
-    let (other, _) = w.hired(&[10_00], &ctx).await;
+    let (other, _) = w.hired(&[1_000], &ctx).await;
     w.contract(
         other,
         ContractCommand::CancelContract {
@@ -332,7 +332,7 @@ async fn a_process_managers_command_is_caused_by_its_triggering_event_and_sent_b
             ..ServicesConfig::default()
         },
     );
-    let (contract, m) = w.hired(&[100_00], &request("req-hire")).await;
+    let (contract, m) = w.hired(&[10_000], &request("req-hire")).await;
     assert!(w.stored("ContractStarted").await.is_empty());
     w.run_process_managers().await;
     let accepted = w.the("ProposalAccepted").await;
@@ -405,7 +405,7 @@ async fn reviews_stay_hidden_in_every_read_model_until_the_reveal_timer_fires_on
 ) {
     let w = World::new(pool.clone(), ServicesConfig::default());
     let ctx = request("req-work");
-    let (contract, m) = w.hired(&[100_00], &ctx).await;
+    let (contract, m) = w.hired(&[10_000], &ctx).await;
     w.fund(contract, m[0], &ctx).await;
     w.contract(
         contract,
