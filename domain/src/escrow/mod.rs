@@ -940,6 +940,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_deposit_is_authorised_as_the_client_and_every_other_step_as_the_system() {
+        let mut escrow = Escrow::default();
+        escrow.apply(opened());
+        let both = Actor::new(client().user_id, vec![Role::Freelancer, Role::Client]);
+        assert_eq!(
+            escrow.authorise(&deposit(m1(), both)),
+            Ok(ActingAs::Role(Role::Client))
+        );
+        assert_eq!(escrow.authorise(&release(m1())), Ok(ActingAs::System));
+        assert_eq!(
+            escrow.authorise(&deposit(m1(), freelancer())),
+            Err(EscrowError::NotTheClient)
+        );
+    }
+
     fn freeze(milestone_id: MilestoneId) -> EscrowCommand {
         EscrowCommand::Freeze {
             milestone_id,
