@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use cqrs_es::{AggregateContext, EventStore};
 use gigledger_domain::{
-    AnyEvent, Contract, ContractCommand, ContractError, ContractId, DomainError, ErrorKind, Escrow,
-    EscrowCommand, EscrowError, EscrowServices, GatewayError, Gig, GigCommand, GigError, GigEvent,
-    GigId, MilestoneId, PaymentGateway,
+    Actor, AnyEvent, Authorise, Contract, ContractCommand, ContractError, ContractId, DomainError,
+    ErrorKind, Escrow, EscrowCommand, EscrowError, EscrowServices, GatewayError, Gig, GigCommand,
+    GigError, GigId, MilestoneId, PaymentGateway,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -149,59 +150,9 @@ where
     }
 }
 
-/// A step another aggregate must take because of an event.
-#[derive(Clone, Debug, PartialEq)]
-pub enum FollowUp {
-    Contract(ContractId, ContractCommand),
-    Escrow(ContractId, EscrowCommand),
-}
-
-impl FollowUp {
-    /// The step's command, for messages (`Escrow.Release`).
-    pub fn name(&self) -> String {
-        let debug = match self {
-            FollowUp::Contract(_, c) => format!("Contract.{c:?}"),
-            FollowUp::Escrow(_, c) => format!("Escrow.{c:?}"),
-        };
-        debug
-            .split([' ', '{', '('])
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-/// The process table of `shared/DOMAIN.md` (the timer rows aside): which steps an event of
-/// aggregate `aggregate_id` calls for. Used by the services right after a command and by the
-/// process managers from the log.
-pub fn follow_ups(aggregate_id: &str, event: &AnyEvent, at: DateTime<Utc>) -> Vec<FollowUp> {
-    let contract_id = || aggregate_id.parse::<ContractId>().ok();
-    match event {
-        AnyEvent::Gig(e) => {
-            let start = ContractCommand::start_from_acceptance(e, at);
-            let open = EscrowCommand::open_from_acceptance(e, at);
-            let id = match e {
-                GigEvent::ProposalAccepted { contract_id, .. } => Some(*contract_id),
-                _ => None,
-            };
-            match (id, start, open) {
-                (Some(id), Some(start), Some(open)) => {
-                    vec![FollowUp::Contract(id, start), FollowUp::Escrow(id, open)]
-                }
-                _ => Vec::new(),
-            }
-        }
-        AnyEvent::Contract(e) => match (contract_id(), EscrowCommand::follow_up_to_contract(e, at))
-        {
-            (Some(id), Some(command)) => vec![FollowUp::Escrow(id, command)],
-            _ => Vec::new(),
-        },
-        AnyEvent::Escrow(e) => match (contract_id(), ContractCommand::follow_up_to_escrow(e, at)) {
-            (Some(id), Some(command)) => vec![FollowUp::Contract(id, command)],
-            _ => Vec::new(),
-        },
-    }
-}
+/// The process table of `shared/DOMAIN.md` (the timer rows aside) lives in the domain; the
+/// services run its steps right after a command and the process managers from the log.
+pub use gigledger_domain::process::{follow_ups, FollowUp};
 
 /// Bounds every charge in time: a gateway that hangs becomes `GatewayError::Timeout`, and the
 /// deposit writes nothing.
@@ -289,9 +240,11 @@ impl Services {
         command: GigCommand,
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
-        let actor = actor_of(command.actor());
-        let metadata = self.metadata(ctx, actor.0, actor.1);
         let id = gig_id.to_string();
+        let actor = self
+            .actor_of(&self.gigs, &id, &command, command.actor())
+            .await?;
+        let metadata = self.metadata(ctx, actor.0, actor.1);
         self.run_on(
             &self.gigs,
             id,
@@ -310,7 +263,14 @@ impl Services {
         command: ContractCommand,
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
-        let actor = actor_of(command.actor());
+        let actor = self
+            .actor_of(
+                &self.contracts,
+                &contract_id.to_string(),
+                &command,
+                command.actor(),
+            )
+            .await?;
         let metadata = self.metadata(ctx, actor.0, actor.1);
         self.contract_with(contract_id, command, &metadata, ctx.expected_version)
             .await
@@ -328,7 +288,14 @@ impl Services {
         command: EscrowCommand,
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
-        let actor = actor_of(command.actor());
+        let actor = self
+            .actor_of(
+                &self.escrows,
+                &contract_id.to_string(),
+                &command,
+                command.actor(),
+            )
+            .await?;
         let metadata = self.metadata(ctx, actor.0, actor.1);
         let deposit = match &command {
             EscrowCommand::Deposit {
@@ -521,16 +488,40 @@ impl Services {
     }
 }
 
-fn actor_of(actor: &gigledger_domain::Actor) -> (String, String) {
-    let role = if actor.is_system() {
-        "system".to_owned()
-    } else {
-        actor
-            .roles
-            .iter()
-            .map(|r| r.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    (actor.user_id.to_string(), role)
+impl Services {
+    /// The actor's id and the one role the domain authorises `command` under on aggregate `id`,
+    /// for the events' metadata (`actor_role`).
+    ///
+    /// Asked of the aggregate's state before the command runs (the cache when warm, so usually no
+    /// round trip): who may act on an aggregate (owner, parties, a proposal's author) is fixed
+    /// when it is created, so the answer is the one `handle` reaches. A refusal on cached state
+    /// is asked again of the database's state, as the bus does; a refusal there is the
+    /// command's answer (the domain's `handle` would refuse it the same way).
+    async fn actor_of<A>(
+        &self,
+        bus: &CommandBus<A>,
+        id: &str,
+        command: &A::Command,
+        actor: &Actor,
+    ) -> Result<(String, String), ServiceError>
+    where
+        A: Authorise + Clone,
+        A::Command: Clone,
+        A::Event: 'static,
+        A::Error: Into<ServiceError>,
+    {
+        let mut cached = bus
+            .store()
+            .load_aggregate(id)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let acting = match AggregateContext::aggregate(&mut cached).authorise(command) {
+            Ok(acting) => acting,
+            Err(_) => {
+                let (fresh, _) = bus.load(id).await.map_err(from_bus)?;
+                fresh.authorise(command).map_err(Into::into)?
+            }
+        };
+        Ok((actor.user_id.to_string(), acting.as_str().to_owned()))
+    }
 }

@@ -82,6 +82,40 @@ impl Actor {
     }
 }
 
+/// The one capacity in which a command was authorised: what its events record as `actor_role`.
+/// A person acts in one role even if they hold several (a `PostGig` by a client who is also a
+/// freelancer is `client`; a party cancelling a contract is whichever party they are in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActingAs {
+    /// The platform (process steps).
+    System,
+    /// A person, in this role.
+    Role(Role),
+}
+
+impl ActingAs {
+    /// The stored name: `system` or the role's wire name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::Role(role) => role.as_str(),
+        }
+    }
+}
+
+/// An aggregate that decides who may send each of its commands, and so in which capacity.
+///
+/// `authorise` is the aggregate's authorisation: its `handle` calls it first and refuses with the
+/// same error, so the capacity it answers is exactly the one the command was accepted under. It
+/// reads only who the aggregate belongs to (the owner, the parties, a proposal's author), facts
+/// fixed when they are created, so the command service may ask it before running the command
+/// to know what to record in the events' metadata.
+pub trait Authorise: cqrs_es::Aggregate {
+    /// The capacity `command` is authorised in on this state, or the refusal.
+    fn authorise(&self, command: &Self::Command) -> Result<ActingAs, Self::Error>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +132,12 @@ mod tests {
     fn a_person_is_never_the_system_even_with_the_nil_id_and_a_role() {
         assert!(!Actor::new(UserId::new(), vec![]).is_system());
         assert!(!Actor::new(SYSTEM_USER_ID, vec![Role::Admin]).is_system());
+    }
+
+    #[test]
+    fn the_capacity_is_stored_as_one_role_or_system() {
+        assert_eq!(ActingAs::System.as_str(), "system");
+        assert_eq!(ActingAs::Role(Role::Client).as_str(), "client");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! gigledger's domain: the gig, contract and escrow aggregates with their commands, events and
-//! errors, plus money, typed ids, actors and the payment gateway port.
+//! errors, plus money, typed ids, actors, the payment gateway port and the process table that
+//! joins the aggregates ([`process`]).
 //!
 //! What belongs here is pure decision logic: given an aggregate's past events and a command,
 //! which new events happen or why the command is refused. Nothing here does I/O, reads a clock
@@ -21,11 +22,12 @@ pub mod gateway;
 pub mod gig;
 pub mod ids;
 pub mod money;
+pub mod process;
 #[cfg(test)]
 mod test_support;
 mod validate;
 
-pub use actor::{Actor, Role, SYSTEM_USER_ID};
+pub use actor::{ActingAs, Actor, Authorise, Role, SYSTEM_USER_ID};
 pub use any_event::AnyEvent;
 pub use contract::{
     Contract, ContractCommand, ContractError, ContractEvent, ContractStatus, ContractTerms,
@@ -44,4 +46,4 @@ pub use gig::{
     Budget, Gig, GigCommand, GigError, GigEvent, GigStatus, MilestoneTerms, ProposalStatus,
 };
 pub use ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
-pub use money::{Currency, FeeSplit, Money, MoneyError, BPS_PER_WHOLE};
+pub use money::{Currency, FeeSplit, Money, MoneyError, BPS_PER_WHOLE, MAX_AMOUNT};

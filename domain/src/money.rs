@@ -11,6 +11,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Basis points in a whole: 10 000 bps = 100 %.
 pub const BPS_PER_WHOLE: u32 = 10_000;
 
+/// The largest amount a command may carry, in minor units: 10^13 (100 000 000 000.00 in a
+/// two-decimal currency; `shared/DOMAIN.md`). Larger amounts are refused where they enter, so
+/// every sum the domain forms of them (a bid of 20 milestones, a held balance) fits in an `i64`
+/// with room to spare; sums that grow with the number of events (earnings, daily volumes) are
+/// kept by the read models as `numeric`.
+pub const MAX_AMOUNT: i64 = 10_000_000_000_000;
+
 /// Why a money operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
@@ -230,6 +237,12 @@ impl Money {
         self.amount > 0
     }
 
+    /// Whether the amount is above [`MAX_AMOUNT`], the most a command may carry.
+    #[must_use]
+    pub const fn exceeds_maximum(&self) -> bool {
+        self.amount > MAX_AMOUNT
+    }
+
     /// Whether the amount is below zero.
     #[must_use]
     pub const fn is_negative(&self) -> bool {
@@ -412,6 +425,14 @@ mod tests {
         assert!(Money::new(1, Currency::USD)
             .checked_sub(Money::new(1, Currency::GBP))
             .is_err());
+    }
+
+    #[test]
+    fn the_maximum_amount_is_ten_to_the_thirteen_minor_units() {
+        assert_eq!(MAX_AMOUNT, 10_i64.pow(13));
+        assert!(!Money::new(MAX_AMOUNT, Currency::USD).exceeds_maximum());
+        assert!(Money::new(MAX_AMOUNT + 1, Currency::USD).exceeds_maximum());
+        assert!(!Money::new(-1, Currency::USD).exceeds_maximum());
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! The three aggregates together, the way the command service chains them: a hire starts the
 //! contract and escrow, a deposit funds the milestone, an approval releases the money, and a
-//! dispute and a cancellation settle and refund it. Follow-up commands are built with the
-//! domain's own constructors, so this also checks that they fit each other.
+//! dispute and a cancellation settle and refund it. Follow-up commands are built by the
+//! domain's process table (`gigledger_domain::process`), so this also checks that they fit each
+//! other.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
+use gigledger_domain::process::{follow_ups, FollowUp};
 use gigledger_domain::{
-    Actor, Budget, Contract, ContractCommand, ContractEvent, ContractId, ContractStatus, Currency,
-    DisputeId, Escrow, EscrowCommand, EscrowEvent, EscrowServices, Gig, GigCommand, GigEvent,
-    GigId, GigStatus, MilestoneId, MilestoneStatus, MilestoneTerms, Money, ProposalId, Role,
-    UserId,
+    Actor, AnyEvent, Budget, Contract, ContractCommand, ContractEvent, ContractId, ContractStatus,
+    Currency, DisputeId, Escrow, EscrowCommand, EscrowEvent, EscrowServices, Gig, GigCommand,
+    GigEvent, GigId, GigStatus, MilestoneId, MilestoneStatus, MilestoneTerms, Money, ProposalId,
+    Role, UserId,
 };
 use uuid::Uuid;
 
@@ -53,12 +55,13 @@ fn hired() -> World {
     let milestones = [MilestoneId::new(), MilestoneId::new()];
     let contract_id = ContractId::new();
     let proposal_id = ProposalId::new();
+    let gig_id = GigId::new();
     let mut gig = Gig::default();
 
     let posted = run(
         &mut gig,
         GigCommand::PostGig {
-            gig_id: GigId::new(),
+            gig_id,
             title: "Logo".to_owned(),
             description: "A logo for our shop.".to_owned(),
             skills: vec!["Design".to_owned()],
@@ -117,7 +120,11 @@ fn hired() -> World {
     };
 
     let mut contract = Contract::default();
-    let start = ContractCommand::start_from_acceptance(accepted, at()).unwrap();
+    let steps = follow_ups(&gig_id.to_string(), &AnyEvent::Gig(accepted.clone()), at());
+    let [FollowUp::Contract(_, start), FollowUp::Escrow(_, open)] = steps.as_slice() else {
+        panic!("ProposalAccepted calls for StartContract and OpenEscrow, got {steps:?}");
+    };
+    let (start, open) = (start.clone(), open.clone());
     assert_eq!(
         run(&mut contract, start.clone(), &()).map(|e| e.len()),
         Ok(1)
@@ -127,7 +134,6 @@ fn hired() -> World {
 
     let (services, _gateway) = EscrowServices::simulated();
     let mut escrow = Escrow::default();
-    let open = EscrowCommand::open_from_acceptance(accepted, at()).unwrap();
     assert_eq!(
         run(&mut escrow, open.clone(), &services).map(|e| e.len()),
         Ok(1)
@@ -160,8 +166,12 @@ impl World {
             &self.services,
         )
         .unwrap();
-        for event in &deposited {
-            if let Some(command) = ContractCommand::follow_up_to_escrow(event, at()) {
+        let id = self.contract_id.to_string();
+        for event in deposited {
+            for step in follow_ups(&id, &AnyEvent::Escrow(event), at()) {
+                let FollowUp::Contract(_, command) = step else {
+                    panic!("an escrow event calls for contract steps only");
+                };
                 assert!(run(&mut self.contract, command, &()).is_ok());
             }
         }
@@ -169,8 +179,12 @@ impl World {
 
     fn contract_step(&mut self, command: ContractCommand) -> Vec<ContractEvent> {
         let events = run(&mut self.contract, command, &()).unwrap();
+        let id = self.contract_id.to_string();
         for event in &events {
-            if let Some(command) = EscrowCommand::follow_up_to_contract(event, at()) {
+            for step in follow_ups(&id, &AnyEvent::Contract(event.clone()), at()) {
+                let FollowUp::Escrow(_, command) = step else {
+                    panic!("a contract event calls for escrow steps only");
+                };
                 assert!(run(&mut self.escrow, command, &self.services).is_ok());
             }
         }

@@ -672,7 +672,7 @@ async fn the_ledger_balances_every_escrow_and_agrees_with_the_escrow_aggregates(
     let world = World::new(pool.clone());
     let s = rich_scenario(&world).await;
 
-    let mut expected_by_currency: BTreeMap<String, [i64; 6]> = BTreeMap::new();
+    let mut expected_by_currency: BTreeMap<String, [i128; 6]> = BTreeMap::new();
     for contract in [s.contract1, s.contract2, s.contract3] {
         let (escrow, _) = world
             .services
@@ -681,8 +681,8 @@ async fn the_ledger_balances_every_escrow_and_agrees_with_the_escrow_aggregates(
             .expect("the escrow loads");
         let bps = escrow.fee_bps().expect("the escrow is open");
         let balances = escrow.balances();
-        let sum = |f: &dyn Fn(&gigledger_domain::MilestoneBalance) -> i64| -> i64 {
-            balances.iter().map(f).sum()
+        let sum = |f: &dyn Fn(&gigledger_domain::MilestoneBalance) -> i64| -> i128 {
+            balances.iter().map(f).map(i128::from).sum()
         };
         let fee = sum(&|b| {
             b.released
@@ -730,7 +730,7 @@ async fn the_ledger_balances_every_escrow_and_agrees_with_the_escrow_aggregates(
             .await
             .expect("the trial balance reads");
         assert!(!trial.is_empty());
-        let mut per_currency: BTreeMap<String, i64> = BTreeMap::new();
+        let mut per_currency: BTreeMap<String, i128> = BTreeMap::new();
         for line in &trial {
             *per_currency.entry(line.currency.clone()).or_default() += line.balance;
         }
@@ -788,7 +788,7 @@ async fn the_ledger_balances_every_escrow_and_agrees_with_the_escrow_aggregates(
 
     // In total, per currency.
     let all = ledger::totals_by_currency(&pool).await.expect("reads");
-    let all: BTreeMap<String, [i64; 6]> = all
+    let all: BTreeMap<String, [i128; 6]> = all
         .into_iter()
         .map(|t| {
             (
@@ -806,7 +806,7 @@ async fn the_ledger_balances_every_escrow_and_agrees_with_the_escrow_aggregates(
         .collect();
     assert_eq!(all, expected_by_currency);
     let trial = ledger::trial_balance(&pool, None).await.expect("reads");
-    let mut per_currency: BTreeMap<String, i64> = BTreeMap::new();
+    let mut per_currency: BTreeMap<String, i128> = BTreeMap::new();
     for line in &trial {
         *per_currency.entry(line.currency.clone()).or_default() += line.balance;
     }

@@ -1,16 +1,13 @@
 //! What can be asked of a contract. Every command carries the actor who sends it and `at`, the
 //! command's time stamped by the command service; process commands are sent as
 //! [`Actor::system`] and refuse anyone else.
-//!
-//! The constructors at the bottom turn the events that trigger a contract step into the
-//! command, so the command service's follow-ups and the process managers build them one way.
+//! Which events call for which of them is the process table, [`crate::process`].
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::actor::Actor;
-use crate::escrow::EscrowEvent;
-use crate::gig::{GigEvent, MilestoneTerms};
+use crate::gig::MilestoneTerms;
 use crate::ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
 use crate::money::{Currency, Money};
 
@@ -169,55 +166,6 @@ impl ContractCommand {
             | Self::ResolveDispute { actor, .. }
             | Self::LeaveReview { actor, .. }
             | Self::RevealReviews { actor, .. } => actor,
-        }
-    }
-
-    /// `StartContract` for a `ProposalAccepted` event (the contract's id is its
-    /// `contract_id`); `None` for any other gig event.
-    #[must_use]
-    pub fn start_from_acceptance(event: &GigEvent, at: DateTime<Utc>) -> Option<Self> {
-        match event {
-            GigEvent::ProposalAccepted {
-                gig_id,
-                proposal_id,
-                contract_id,
-                client_id,
-                freelancer_id,
-                currency,
-                milestones,
-                fee_bps,
-                review_window_days,
-                max_revisions,
-                ..
-            } => Some(Self::StartContract {
-                contract_id: *contract_id,
-                gig_id: *gig_id,
-                proposal_id: *proposal_id,
-                client_id: *client_id,
-                freelancer_id: *freelancer_id,
-                currency: *currency,
-                milestones: milestones.clone(),
-                fee_bps: *fee_bps,
-                review_window_days: *review_window_days,
-                max_revisions: *max_revisions,
-                actor: Actor::system(),
-                at,
-            }),
-            _ => None,
-        }
-    }
-
-    /// The contract step an escrow event triggers (on the contract with the escrow's id):
-    /// `FundsDeposited` → `MarkMilestoneFunded`; `None` for the others.
-    #[must_use]
-    pub fn follow_up_to_escrow(event: &EscrowEvent, at: DateTime<Utc>) -> Option<Self> {
-        match event {
-            EscrowEvent::FundsDeposited { milestone_id, .. } => Some(Self::MarkMilestoneFunded {
-                milestone_id: *milestone_id,
-                actor: Actor::system(),
-                at,
-            }),
-            _ => None,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! so a contract's existence never leaks.
 
 use crate::error::{impl_domain_error, ErrorKind};
-use crate::money::{Currency, Money};
+use crate::money::{Currency, Money, MAX_AMOUNT};
 
 /// A refused contract command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,11 +30,18 @@ pub enum ContractError {
     /// ResolveDispute by someone without the admin role.
     #[error("only an administrator can resolve a dispute")]
     NotAnAdmin,
+    /// ResolveDispute by an admin who is the contract's client or freelancer.
+    #[error("an administrator who is a party to the contract cannot resolve its dispute")]
+    PartyCannotResolve,
     /// StartContract without milestones.
     #[error("a contract needs at least one milestone")]
     NoMilestones,
-    /// A zero, negative or foreign-currency milestone amount in StartContract.
-    #[error("milestone amounts must be greater than zero and in the contract's currency")]
+    /// A zero, negative, too large or foreign-currency milestone amount in StartContract.
+    #[error(
+        "milestone amounts must be greater than zero, at most {max} minor units and in the \
+         contract's currency",
+        max = MAX_AMOUNT
+    )]
     InvalidMilestoneAmount,
     /// Two milestones with the same id in StartContract.
     #[error("each milestone needs its own id")]
@@ -155,7 +162,8 @@ impl ContractError {
             | Self::NotAParty
             | Self::NotTheClient
             | Self::NotTheFreelancer
-            | Self::NotAnAdmin => ErrorKind::Forbidden,
+            | Self::NotAnAdmin
+            | Self::PartyCannotResolve => ErrorKind::Forbidden,
             Self::ContractIdTaken
             | Self::ContractNotActive
             | Self::MilestoneNotFunded

@@ -19,7 +19,7 @@ pub use commands::ContractCommand;
 pub use errors::ContractError;
 pub use events::{ContractEvent, ContractTerms, Party};
 
-use crate::actor::{Actor, Role};
+use crate::actor::{ActingAs, Actor, Authorise, Role};
 use crate::gig::{MilestoneTerms, MAX_REVIEW_WINDOW_DAYS};
 use crate::ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
 use crate::money::{Money, BPS_PER_WHOLE};
@@ -166,6 +166,7 @@ impl Aggregate for Contract {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        self.authorise(&command)?;
         match command {
             ContractCommand::StartContract {
                 contract_id,
@@ -623,6 +624,24 @@ impl Contract {
         }
     }
 
+    /// An admin who is not a party: who may resolve a dispute.
+    fn as_judge(&self, actor: &Actor) -> Result<&ContractState, ContractError> {
+        let state = self.existing()?;
+        if !actor.has_role(Role::Admin) {
+            return Err(if state.party(actor.user_id).is_some() {
+                ContractError::NotAnAdmin
+            } else {
+                ContractError::ContractNotFound
+            });
+        }
+        // Nobody judges their own case: an admin who is the client or the freelancer is a party
+        // first.
+        if state.party(actor.user_id).is_some() {
+            return Err(ContractError::PartyCannotResolve);
+        }
+        Ok(state)
+    }
+
     fn as_system(&self, actor: &Actor) -> Result<&ContractState, ContractError> {
         if !actor.is_system() {
             return Err(ContractError::NotSystem);
@@ -666,7 +685,9 @@ impl Contract {
             if !ids.insert(milestone.milestone_id) {
                 return Err(ContractError::DuplicateMilestoneId);
             }
-            if !milestone.amount.is_positive() || milestone.amount.currency != start.terms.currency
+            if !milestone.amount.is_positive()
+                || milestone.amount.exceeds_maximum()
+                || milestone.amount.currency != start.terms.currency
             {
                 return Err(ContractError::InvalidMilestoneAmount);
             }
@@ -894,14 +915,7 @@ impl Contract {
         actor: &Actor,
         at: DateTime<Utc>,
     ) -> Result<ContractEvent, ContractError> {
-        let state = self.existing()?;
-        if !actor.has_role(Role::Admin) {
-            return Err(if state.party(actor.user_id).is_some() {
-                ContractError::NotAnAdmin
-            } else {
-                ContractError::ContractNotFound
-            });
-        }
+        let state = self.as_judge(actor)?;
         let dispute = state
             .disputes
             .iter()
@@ -997,6 +1011,49 @@ impl Contract {
     }
 }
 
+impl Authorise for Contract {
+    /// Process steps are the system's; delivering is the freelancer's, reviewing the work the
+    /// client's; cancelling, disputing and reviewing each other either party's, in the side they
+    /// are on; resolving an admin's who is not a party.
+    fn authorise(&self, command: &ContractCommand) -> Result<ActingAs, ContractError> {
+        let party = |party| {
+            ActingAs::Role(match party {
+                Party::Client => Role::Client,
+                Party::Freelancer => Role::Freelancer,
+            })
+        };
+        match command {
+            ContractCommand::StartContract { actor, .. } => {
+                if actor.is_system() {
+                    Ok(ActingAs::System)
+                } else {
+                    Err(ContractError::NotSystem)
+                }
+            }
+            ContractCommand::MarkMilestoneFunded { actor, .. }
+            | ContractCommand::AutoApproveMilestone { actor, .. }
+            | ContractCommand::RevealReviews { actor, .. } => {
+                self.as_system(actor).map(|_| ActingAs::System)
+            }
+            ContractCommand::SubmitMilestone { actor, .. } => self
+                .as_freelancer(actor)
+                .map(|_| ActingAs::Role(Role::Freelancer)),
+            ContractCommand::RequestChanges { actor, .. }
+            | ContractCommand::ApproveMilestone { actor, .. } => {
+                self.as_client(actor).map(|_| ActingAs::Role(Role::Client))
+            }
+            ContractCommand::CancelContract { actor, .. }
+            | ContractCommand::OpenDispute { actor, .. }
+            | ContractCommand::LeaveReview { actor, .. } => {
+                self.party_of(actor).map(|(_, side)| party(side))
+            }
+            ContractCommand::ResolveDispute { actor, .. } => {
+                self.as_judge(actor).map(|_| ActingAs::Role(Role::Admin))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
@@ -1007,8 +1064,6 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorKind;
-    use crate::escrow::EscrowEvent;
-    use crate::gig::GigEvent;
     use crate::money::Currency;
     use crate::test_support::*;
 
@@ -1334,30 +1389,6 @@ mod tests {
     }
 
     #[test]
-    fn the_start_command_is_built_from_the_proposal_accepted_event() {
-        let accepted = GigEvent::ProposalAccepted {
-            gig_id: gig_id(),
-            proposal_id: proposal_id(),
-            contract_id: contract_id(),
-            client_id: client().user_id,
-            freelancer_id: freelancer().user_id,
-            currency: Currency::USD,
-            milestones: milestone_terms(),
-            fee_bps: 1_000,
-            review_window_days: 14,
-            max_revisions: 2,
-            accepted_at: now(),
-            posted_at: now(),
-        };
-        assert_eq!(
-            ContractCommand::start_from_acceptance(&accepted, now()),
-            Some(start_contract())
-        );
-        let closed = GigEvent::GigClosed { closed_at: now() };
-        assert_eq!(ContractCommand::start_from_acceptance(&closed, now()), None);
-    }
-
-    #[test]
     fn only_the_platform_can_start_a_contract() {
         let command = start_contract_with(|command| {
             if let ContractCommand::StartContract { actor, .. } = command {
@@ -1405,7 +1436,7 @@ mod tests {
     }
 
     #[test]
-    fn contract_milestones_must_be_positive_in_its_currency_and_distinct() {
+    fn contract_milestones_must_be_positive_at_most_the_maximum_in_its_currency_and_distinct() {
         let cases = [
             (usd(0), m2(), ContractError::InvalidMilestoneAmount),
             (
@@ -1414,6 +1445,11 @@ mod tests {
                 ContractError::InvalidMilestoneAmount,
             ),
             (usd(100), m1(), ContractError::DuplicateMilestoneId),
+            (
+                usd(crate::money::MAX_AMOUNT + 1),
+                m2(),
+                ContractError::InvalidMilestoneAmount,
+            ),
         ];
         for (amount, id, expected) in cases {
             let command = start_contract_with(|command| {
@@ -1470,20 +1506,6 @@ mod tests {
             .given(vec![started()])
             .when(mark_funded(m1(), system()))
             .then_expect_events(vec![funded(m1())]);
-    }
-
-    #[test]
-    fn the_funding_command_is_built_from_the_funds_deposited_event() {
-        let deposited = EscrowEvent::FundsDeposited {
-            milestone_id: m1(),
-            amount: usd(20_000),
-            charge_id: "sim_ch_000001".to_owned(),
-            deposited_at: now(),
-        };
-        assert_eq!(
-            ContractCommand::follow_up_to_escrow(&deposited, now()),
-            Some(mark_funded(m1(), system()))
-        );
     }
 
     #[test]
@@ -2199,6 +2221,52 @@ mod tests {
             .given(disputed_history())
             .when(resolve(dispute(1), usd(20_000), usd(0), stranger()))
             .then_expect_error(ContractError::ContractNotFound);
+    }
+
+    #[test]
+    fn each_contract_command_is_authorised_in_one_capacity_whatever_roles_the_actor_holds() {
+        let mut contract = Contract::default();
+        contract.apply(started());
+        let all_roles =
+            |actor: Actor| Actor::new(actor.user_id, vec![Role::Client, Role::Freelancer]);
+        let cancel = |actor| ContractCommand::CancelContract {
+            reason: "Plans changed.".to_owned(),
+            actor,
+            at: now(),
+        };
+        assert_eq!(
+            contract.authorise(&cancel(all_roles(freelancer()))),
+            Ok(ActingAs::Role(Role::Freelancer))
+        );
+        assert_eq!(
+            contract.authorise(&cancel(all_roles(client()))),
+            Ok(ActingAs::Role(Role::Client))
+        );
+        assert_eq!(
+            contract.authorise(&mark_funded(m1(), system())),
+            Ok(ActingAs::System)
+        );
+        assert_eq!(
+            contract.authorise(&resolve(dispute(1), usd(1), usd(1), admin())),
+            Ok(ActingAs::Role(Role::Admin))
+        );
+        assert_eq!(
+            contract.authorise(&cancel(stranger())),
+            Err(ContractError::ContractNotFound)
+        );
+    }
+
+    #[test]
+    fn an_admin_who_is_a_party_to_the_contract_cannot_resolve_its_dispute() {
+        for party in [client(), freelancer()] {
+            let mut roles = party.roles.clone();
+            roles.push(Role::Admin);
+            let admin_party = Actor::new(party.user_id, roles);
+            ContractTest::with(())
+                .given(disputed_history())
+                .when(resolve(dispute(1), usd(20_000), usd(0), admin_party))
+                .then_expect_error(ContractError::PartyCannotResolve);
+        }
     }
 
     #[test]

@@ -1,17 +1,13 @@
 //! What can be asked of an escrow. Only `Deposit` comes from a person (the client funding a
 //! milestone); everything else is a process step sent as [`Actor::system`], following the
 //! contract's events. Every command carries `at`, the command's time.
-//!
-//! The constructors at the bottom turn the events that trigger an escrow step into the command,
-//! so the command service's follow-ups and the process managers build them one way.
+//! Which events call for which of them is the process table, [`crate::process`].
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::events::{EscrowCloseReason, ScheduledMilestone};
 use crate::actor::Actor;
-use crate::contract::ContractEvent;
-use crate::gig::GigEvent;
 use crate::ids::{ContractId, MilestoneId, UserId};
 use crate::money::{Currency, Money};
 
@@ -112,81 +108,6 @@ impl EscrowCommand {
             | Self::Freeze { actor, .. }
             | Self::Settle { actor, .. }
             | Self::RefundUnreleased { actor, .. } => actor,
-        }
-    }
-
-    /// `OpenEscrow` for a `ProposalAccepted` event (the escrow's id is its `contract_id`);
-    /// `None` for any other gig event.
-    #[must_use]
-    pub fn open_from_acceptance(event: &GigEvent, at: DateTime<Utc>) -> Option<Self> {
-        match event {
-            GigEvent::ProposalAccepted {
-                contract_id,
-                client_id,
-                freelancer_id,
-                currency,
-                milestones,
-                fee_bps,
-                ..
-            } => Some(Self::OpenEscrow {
-                contract_id: *contract_id,
-                client_id: *client_id,
-                freelancer_id: *freelancer_id,
-                currency: *currency,
-                milestones: milestones
-                    .iter()
-                    .map(|milestone| ScheduledMilestone {
-                        milestone_id: milestone.milestone_id,
-                        amount: milestone.amount,
-                    })
-                    .collect(),
-                fee_bps: *fee_bps,
-                actor: Actor::system(),
-                at,
-            }),
-            _ => None,
-        }
-    }
-
-    /// The escrow step a contract event triggers (on the escrow with the contract's id):
-    /// `MilestoneApproved` → `Release`, `DisputeOpened` → `Freeze`, `DisputeResolved` →
-    /// `Settle`, `ContractCancelled` → `RefundUnreleased`; `None` for the others.
-    #[must_use]
-    pub fn follow_up_to_contract(event: &ContractEvent, at: DateTime<Utc>) -> Option<Self> {
-        let actor = Actor::system();
-        match event {
-            ContractEvent::MilestoneApproved { milestone_id, .. } => Some(Self::Release {
-                milestone_id: *milestone_id,
-                actor,
-                at,
-            }),
-            ContractEvent::DisputeOpened { milestone_id, .. } => Some(Self::Freeze {
-                milestone_id: *milestone_id,
-                actor,
-                at,
-            }),
-            ContractEvent::DisputeResolved {
-                milestone_id,
-                release,
-                refund,
-                ..
-            } => Some(Self::Settle {
-                milestone_id: *milestone_id,
-                release: *release,
-                refund: *refund,
-                actor,
-                at,
-            }),
-            ContractEvent::ContractCancelled {
-                cancelled_milestones,
-                ..
-            } => Some(Self::RefundUnreleased {
-                milestones: cancelled_milestones.clone(),
-                reason: EscrowCloseReason::ContractCancelled,
-                actor,
-                at,
-            }),
-            _ => None,
         }
     }
 }

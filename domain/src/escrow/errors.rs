@@ -4,7 +4,7 @@
 
 use crate::error::{impl_domain_error, ErrorKind};
 use crate::gateway::GatewayError;
-use crate::money::{Currency, Money};
+use crate::money::{Currency, Money, MAX_AMOUNT};
 
 /// A refused escrow command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,8 +21,12 @@ pub enum EscrowError {
     /// OpenEscrow without milestones.
     #[error("an escrow needs at least one milestone")]
     NoMilestones,
-    /// A zero, negative or foreign-currency scheduled amount.
-    #[error("milestone amounts must be greater than zero and in the escrow's currency")]
+    /// A zero, negative, too large or foreign-currency scheduled amount.
+    #[error(
+        "milestone amounts must be greater than zero, at most {max} minor units and in the \
+         escrow's currency",
+        max = MAX_AMOUNT
+    )]
     InvalidMilestoneAmount,
     /// Two scheduled milestones with the same id.
     #[error("each milestone needs its own id")]

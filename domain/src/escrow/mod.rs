@@ -29,7 +29,7 @@ pub use events::{
     ScheduledMilestone, CLIENT_FUNDING_ACCOUNT, CLIENT_REFUND_ACCOUNT, PLATFORM_REVENUE_ACCOUNT,
 };
 
-use crate::actor::{Actor, Role};
+use crate::actor::{ActingAs, Actor, Authorise, Role};
 use crate::gateway::{ChargeReference, ChargeRequest, PaymentGateway, SimulatedGateway};
 use crate::ids::{ContractId, MilestoneId, UserId};
 use crate::money::{Currency, Money, BPS_PER_WHOLE};
@@ -157,6 +157,7 @@ impl Aggregate for Escrow {
         services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        self.authorise(&command)?;
         let events: Vec<EscrowEvent> = match command {
             EscrowCommand::OpenEscrow {
                 contract_id,
@@ -565,7 +566,10 @@ impl Escrow {
             if !ids.insert(milestone.milestone_id) {
                 return Err(EscrowError::DuplicateMilestoneId);
             }
-            if !milestone.amount.is_positive() || milestone.amount.currency != opening.currency {
+            if !milestone.amount.is_positive()
+                || milestone.amount.exceeds_maximum()
+                || milestone.amount.currency != opening.currency
+            {
                 return Err(EscrowError::InvalidMilestoneAmount);
             }
         }
@@ -763,6 +767,37 @@ fn released(
     })
 }
 
+impl Authorise for Escrow {
+    /// A deposit is the escrow's client's; every other step is the system's.
+    fn authorise(&self, command: &EscrowCommand) -> Result<ActingAs, EscrowError> {
+        match command {
+            EscrowCommand::Deposit { actor, .. } => {
+                let state = self.state.as_ref().ok_or(EscrowError::EscrowNotFound)?;
+                if actor.user_id == state.client_id {
+                    Ok(ActingAs::Role(Role::Client))
+                } else if actor.user_id == state.freelancer_id || actor.has_role(Role::Admin) {
+                    Err(EscrowError::NotTheClient)
+                } else {
+                    Err(EscrowError::EscrowNotFound)
+                }
+            }
+            EscrowCommand::OpenEscrow { actor, .. } => {
+                if actor.is_system() {
+                    Ok(ActingAs::System)
+                } else {
+                    Err(EscrowError::NotSystem)
+                }
+            }
+            EscrowCommand::Release { actor, .. }
+            | EscrowCommand::Freeze { actor, .. }
+            | EscrowCommand::Settle { actor, .. }
+            | EscrowCommand::RefundUnreleased { actor, .. } => {
+                self.as_system(actor).map(|_| ActingAs::System)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -772,10 +807,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::contract::ContractEvent;
     use crate::error::ErrorKind;
     use crate::gateway::{GatewayError, GatewayMode};
-    use crate::gig::{GigEvent, MilestoneTerms};
     use crate::test_support::*;
 
     type EscrowTest = TestFramework<Escrow>;
@@ -907,6 +940,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_deposit_is_authorised_as_the_client_and_every_other_step_as_the_system() {
+        let mut escrow = Escrow::default();
+        escrow.apply(opened());
+        let both = Actor::new(client().user_id, vec![Role::Freelancer, Role::Client]);
+        assert_eq!(
+            escrow.authorise(&deposit(m1(), both)),
+            Ok(ActingAs::Role(Role::Client))
+        );
+        assert_eq!(escrow.authorise(&release(m1())), Ok(ActingAs::System));
+        assert_eq!(
+            escrow.authorise(&deposit(m1(), freelancer())),
+            Err(EscrowError::NotTheClient)
+        );
+    }
+
     fn freeze(milestone_id: MilestoneId) -> EscrowCommand {
         EscrowCommand::Freeze {
             milestone_id,
@@ -969,36 +1018,6 @@ mod tests {
     }
 
     #[test]
-    fn the_open_command_is_built_from_the_proposal_accepted_event() {
-        let accepted = GigEvent::ProposalAccepted {
-            gig_id: crate::ids::GigId(Uuid::from_u128(100)),
-            proposal_id: crate::ids::ProposalId(Uuid::from_u128(200)),
-            contract_id: contract_id(),
-            client_id: client().user_id,
-            freelancer_id: freelancer().user_id,
-            currency: Currency::USD,
-            milestones: schedule()
-                .into_iter()
-                .map(|m| MilestoneTerms {
-                    milestone_id: m.milestone_id,
-                    title: "Work".to_owned(),
-                    amount: m.amount,
-                    due_date: None,
-                })
-                .collect(),
-            fee_bps: 1_000,
-            review_window_days: 14,
-            max_revisions: 2,
-            accepted_at: now(),
-            posted_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::open_from_acceptance(&accepted, now()),
-            Some(open_escrow())
-        );
-    }
-
-    #[test]
     fn only_the_platform_can_open_an_escrow() {
         let command = open_escrow_with(|command| {
             if let EscrowCommand::OpenEscrow { actor, .. } = command {
@@ -1048,6 +1067,14 @@ mod tests {
                 Box::new(|c| {
                     if let EscrowCommand::OpenEscrow { milestones, .. } = c {
                         milestones[0].amount = usd(0);
+                    }
+                }),
+                EscrowError::InvalidMilestoneAmount,
+            ),
+            (
+                Box::new(|c| {
+                    if let EscrowCommand::OpenEscrow { milestones, .. } = c {
+                        milestones[0].amount = usd(crate::money::MAX_AMOUNT + 1);
                     }
                 }),
                 EscrowError::InvalidMilestoneAmount,
@@ -1333,59 +1360,6 @@ mod tests {
                 .when(command)
                 .then_expect_error(EscrowError::NotSystem);
         }
-    }
-
-    #[test]
-    fn contract_events_become_the_matching_escrow_steps() {
-        let approved = ContractEvent::MilestoneApproved {
-            milestone_id: m1(),
-            amount: usd(20_000),
-            auto: false,
-            approved_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::follow_up_to_contract(&approved, now()),
-            Some(release(m1()))
-        );
-        let opened_dispute = ContractEvent::DisputeOpened {
-            dispute_id: crate::ids::DisputeId(Uuid::from_u128(5)),
-            milestone_id: m1(),
-            opened_by: client().user_id,
-            reason: "x".to_owned(),
-            opened_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::follow_up_to_contract(&opened_dispute, now()),
-            Some(freeze(m1()))
-        );
-        let resolved = ContractEvent::DisputeResolved {
-            dispute_id: crate::ids::DisputeId(Uuid::from_u128(5)),
-            milestone_id: m1(),
-            release: usd(5),
-            refund: usd(7),
-            resolved_by: admin().user_id,
-            resolved_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::follow_up_to_contract(&resolved, now()),
-            Some(settle(m1(), usd(5), usd(7)))
-        );
-        let cancelled = ContractEvent::ContractCancelled {
-            reason: "x".to_owned(),
-            cancelled_by: client().user_id,
-            cancelled_milestones: vec![m2()],
-            cancelled_at: now(),
-        };
-        assert_eq!(
-            EscrowCommand::follow_up_to_contract(&cancelled, now()),
-            Some(refund_only(vec![m2()], system())),
-            "the escrow refunds exactly the milestones the contract cancelled"
-        );
-        let funded = ContractEvent::MilestoneFunded {
-            milestone_id: m1(),
-            funded_at: now(),
-        };
-        assert_eq!(EscrowCommand::follow_up_to_contract(&funded, now()), None);
     }
 
     // ---- Freeze ----

@@ -1,7 +1,7 @@
 //! Why a gig command was refused: one variant per rule, with a message a frontend can show.
 
 use crate::error::{impl_domain_error, ErrorKind};
-use crate::money::Currency;
+use crate::money::{Currency, MAX_AMOUNT};
 
 /// A refused gig command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +42,9 @@ pub enum GigError {
     /// A zero or negative budget amount.
     #[error("budget amounts must be greater than zero")]
     BudgetNotPositive,
+    /// A budget amount above [`MAX_AMOUNT`].
+    #[error("budget amounts must be at most {max} minor units", max = MAX_AMOUNT)]
+    BudgetTooLarge,
     /// Hourly minimum above maximum.
     #[error("the hourly minimum must not exceed the maximum")]
     HourlyRangeInverted,
@@ -78,9 +81,12 @@ pub enum GigError {
     /// The freelancer already has a pending proposal on the gig.
     #[error("you already have a pending proposal on this gig")]
     DuplicatePendingProposal,
-    /// The gig has taken its 500 proposals.
-    #[error("the gig has reached its limit of 500 proposals")]
+    /// The gig holds its 500 live (pending) proposals.
+    #[error("the gig already has 500 pending proposals")]
     TooManyProposals,
+    /// The gig has taken its 2 000 submissions in all.
+    #[error("the gig has reached its limit of 2000 proposals in all")]
+    TooManySubmissions,
     /// Cover letter length.
     #[error("the cover letter must be 1 to 10000 characters")]
     InvalidCoverLetter,
@@ -93,6 +99,9 @@ pub enum GigError {
     /// A zero or negative milestone amount.
     #[error("milestone amounts must be greater than zero")]
     MilestoneAmountNotPositive,
+    /// A milestone amount above [`MAX_AMOUNT`].
+    #[error("milestone amounts must be at most {max} minor units", max = MAX_AMOUNT)]
+    MilestoneAmountTooLarge,
     /// A milestone in another currency than the gig's.
     #[error("milestone amounts must be in the gig's currency {expected}")]
     MilestoneCurrencyMismatch {
@@ -143,12 +152,14 @@ impl GigError {
             | Self::ProposalIdTaken
             | Self::DuplicatePendingProposal
             | Self::TooManyProposals
+            | Self::TooManySubmissions
             | Self::ProposalNotPending => ErrorKind::Conflict,
             Self::InvalidTitle
             | Self::InvalidDescription
             | Self::InvalidSkillCount
             | Self::InvalidSkill
             | Self::BudgetNotPositive
+            | Self::BudgetTooLarge
             | Self::HourlyRangeInverted
             | Self::BudgetCurrencyMismatch
             | Self::DeadlineNotInFuture
@@ -157,6 +168,7 @@ impl GigError {
             | Self::InvalidMilestoneCount
             | Self::InvalidMilestoneTitle
             | Self::MilestoneAmountNotPositive
+            | Self::MilestoneAmountTooLarge
             | Self::MilestoneCurrencyMismatch { .. }
             | Self::MilestoneDueDateInPast
             | Self::DuplicateMilestoneId
@@ -173,14 +185,16 @@ impl GigError {
             Self::InvalidTitle => Some("title"),
             Self::InvalidDescription => Some("description"),
             Self::InvalidSkillCount | Self::InvalidSkill => Some("skills"),
-            Self::BudgetNotPositive | Self::HourlyRangeInverted | Self::BudgetCurrencyMismatch => {
-                Some("budget")
-            }
+            Self::BudgetNotPositive
+            | Self::BudgetTooLarge
+            | Self::HourlyRangeInverted
+            | Self::BudgetCurrencyMismatch => Some("budget"),
             Self::DeadlineNotInFuture => Some("deadline"),
             Self::InvalidCoverLetter => Some("cover_letter"),
             Self::InvalidMilestoneCount
             | Self::InvalidMilestoneTitle
             | Self::MilestoneAmountNotPositive
+            | Self::MilestoneAmountTooLarge
             | Self::MilestoneCurrencyMismatch { .. }
             | Self::MilestoneDueDateInPast
             | Self::DuplicateMilestoneId

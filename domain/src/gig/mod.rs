@@ -20,13 +20,17 @@ pub use commands::GigCommand;
 pub use errors::GigError;
 pub use events::{Budget, GigEvent, MilestoneTerms};
 
-use crate::actor::{Actor, Role};
+use crate::actor::{ActingAs, Actor, Authorise, Role};
 use crate::ids::{ContractId, GigId, ProposalId, UserId};
 use crate::money::{Currency, Money, BPS_PER_WHOLE};
 use crate::validate::trimmed_within;
 
-/// Most proposals a gig takes, withdrawn and rejected ones included.
+/// Most live (pending) proposals a gig holds at once: withdrawn, rejected and accepted ones do not
+/// count, so nobody can close a gig to others by submitting and withdrawing.
 pub const MAX_PROPOSALS_PER_GIG: usize = 500;
+/// Most proposals a gig takes in all, whatever became of them: bounds the gig's stream (and its
+/// snapshot), since each submission stays in the gig's state.
+pub const MAX_SUBMISSIONS_PER_GIG: usize = 2_000;
 /// Most milestones in a proposal.
 pub const MAX_MILESTONES_PER_PROPOSAL: usize = 20;
 /// Longest review window a contract may be given.
@@ -98,6 +102,7 @@ impl Aggregate for Gig {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
+        self.authorise(&command)?;
         let event = match command {
             GigCommand::PostGig {
                 gig_id,
@@ -468,8 +473,16 @@ impl Gig {
         if has_pending {
             return Err(GigError::DuplicatePendingProposal);
         }
-        if state.proposals.len() >= MAX_PROPOSALS_PER_GIG {
+        let pending = state
+            .proposals
+            .values()
+            .filter(|proposal| proposal.status == ProposalStatus::Pending)
+            .count();
+        if pending >= MAX_PROPOSALS_PER_GIG {
             return Err(GigError::TooManyProposals);
+        }
+        if state.proposals.len() >= MAX_SUBMISSIONS_PER_GIG {
+            return Err(GigError::TooManySubmissions);
         }
         let cover_letter =
             trimmed_within(cover_letter, 1, 10_000).ok_or(GigError::InvalidCoverLetter)?;
@@ -596,6 +609,50 @@ impl Gig {
     }
 }
 
+impl Authorise for Gig {
+    /// Posting and proposing need the role; the owner's commands are the gig's client's, a
+    /// withdrawal its proposal's freelancer's.
+    fn authorise(&self, command: &GigCommand) -> Result<ActingAs, GigError> {
+        let client = ActingAs::Role(Role::Client);
+        match command {
+            GigCommand::PostGig { actor, .. } => {
+                if actor.has_role(Role::Client) {
+                    Ok(client)
+                } else {
+                    Err(GigError::NotAClient)
+                }
+            }
+            GigCommand::SubmitProposal { actor, .. } => {
+                self.existing()?;
+                if actor.has_role(Role::Freelancer) {
+                    Ok(ActingAs::Role(Role::Freelancer))
+                } else {
+                    Err(GigError::NotAFreelancer)
+                }
+            }
+            GigCommand::WithdrawProposal {
+                proposal_id, actor, ..
+            } => {
+                let proposal = self
+                    .existing()?
+                    .proposals
+                    .get(proposal_id)
+                    .ok_or(GigError::ProposalNotFound)?;
+                if proposal.freelancer_id == actor.user_id {
+                    Ok(ActingAs::Role(Role::Freelancer))
+                } else {
+                    Err(GigError::NotProposalAuthor)
+                }
+            }
+            GigCommand::ReviseGig { actor, .. }
+            | GigCommand::RejectProposal { actor, .. }
+            | GigCommand::AcceptProposal { actor, .. }
+            | GigCommand::CloseGig { actor, .. }
+            | GigCommand::CancelGig { actor, .. } => self.owned_by(actor).map(|_| client),
+        }
+    }
+}
+
 fn valid_title(title: &str) -> Result<String, GigError> {
     trimmed_within(title, 1, 200).ok_or(GigError::InvalidTitle)
 }
@@ -629,10 +686,16 @@ fn validate_budget(budget: &Budget) -> Result<(), GigError> {
             if !amount.is_positive() {
                 return Err(GigError::BudgetNotPositive);
             }
+            if amount.exceeds_maximum() {
+                return Err(GigError::BudgetTooLarge);
+            }
         }
         Budget::Hourly { min, max } => {
             if !min.is_positive() || !max.is_positive() {
                 return Err(GigError::BudgetNotPositive);
+            }
+            if min.exceeds_maximum() || max.exceeds_maximum() {
+                return Err(GigError::BudgetTooLarge);
             }
             if min.currency != max.currency {
                 return Err(GigError::BudgetCurrencyMismatch);
@@ -675,6 +738,9 @@ fn valid_milestones(
             if !milestone.amount.is_positive() {
                 return Err(GigError::MilestoneAmountNotPositive);
             }
+            if milestone.amount.exceeds_maximum() {
+                return Err(GigError::MilestoneAmountTooLarge);
+            }
             if milestone.due_date.is_some_and(|due| due < at.date_naive()) {
                 return Err(GigError::MilestoneDueDateInPast);
             }
@@ -691,6 +757,7 @@ mod tests {
 
     use super::*;
     use crate::error::ErrorKind;
+    use crate::money::MAX_AMOUNT;
     use crate::test_support::*;
 
     type GigTest = TestFramework<Gig>;
@@ -1340,16 +1407,75 @@ mod tests {
     }
 
     #[test]
-    fn a_gig_takes_at_most_500_proposals_withdrawn_ones_included() {
+    fn withdrawn_and_rejected_proposals_do_not_count_towards_the_500_live_ones() {
+        // One freelancer submitting and withdrawing 500 times must not close the gig to others.
         let mut history = vec![posted()];
         for n in 0..500 {
+            history.push(submitted(proposal(1000 + n), &freelancer()));
+            if n % 2 == 0 {
+                history.push(withdrawn(proposal(1000 + n), &freelancer()));
+            } else {
+                history.push(rejected(proposal(1000 + n), &freelancer()));
+            }
+        }
+        GigTest::with(())
+            .given(history)
+            .when(submit(proposal(1), other_freelancer()))
+            .then_expect_events(vec![submitted(proposal(1), &other_freelancer())]);
+    }
+
+    #[test]
+    fn a_gig_holds_at_most_500_pending_proposals() {
+        let mut history = vec![posted()];
+        for n in 0..500 {
+            let someone = Actor::new(user(10_000 + n), vec![Role::Freelancer]);
+            history.push(submitted(proposal(1000 + n), &someone));
+        }
+        GigTest::with(())
+            .given(history)
+            .when(submit(proposal(1), freelancer()))
+            .then_expect_error(GigError::TooManyProposals);
+    }
+
+    #[test]
+    fn a_pending_proposal_leaving_frees_a_place_among_the_500() {
+        let mut history = vec![posted()];
+        for n in 0..500 {
+            let someone = Actor::new(user(10_000 + n), vec![Role::Freelancer]);
+            history.push(submitted(proposal(1000 + n), &someone));
+        }
+        let leaving = Actor::new(user(10_000), vec![Role::Freelancer]);
+        history.push(withdrawn(proposal(1000), &leaving));
+        GigTest::with(())
+            .given(history)
+            .when(submit(proposal(1), freelancer()))
+            .then_expect_events(vec![submitted(proposal(1), &freelancer())]);
+    }
+
+    #[test]
+    fn a_gig_takes_at_most_2000_submissions_in_all() {
+        let mut history = vec![posted()];
+        for n in 0..2_000 {
             history.push(submitted(proposal(1000 + n), &freelancer()));
             history.push(withdrawn(proposal(1000 + n), &freelancer()));
         }
         GigTest::with(())
             .given(history)
             .when(submit(proposal(1), other_freelancer()))
-            .then_expect_error(GigError::TooManyProposals);
+            .then_expect_error(GigError::TooManySubmissions);
+    }
+
+    #[test]
+    fn the_2000th_submission_is_still_accepted() {
+        let mut history = vec![posted()];
+        for n in 0..1_999 {
+            history.push(submitted(proposal(1000 + n), &freelancer()));
+            history.push(withdrawn(proposal(1000 + n), &freelancer()));
+        }
+        GigTest::with(())
+            .given(history)
+            .when(submit(proposal(1), other_freelancer()))
+            .then_expect_events(vec![submitted(proposal(1), &other_freelancer())]);
     }
 
     #[test]
@@ -1457,14 +1583,75 @@ mod tests {
     }
 
     #[test]
-    fn a_bid_whose_sum_overflows_is_refused_as_invalid() {
-        GigTest::with(())
+    fn a_milestone_amount_above_the_maximum_is_refused_on_its_field() {
+        let error = GigTest::with(())
             .given(vec![posted()])
             .when(submit_with_milestones(vec![
-                milestone(1, usd(i64::MAX)),
-                milestone(2, usd(1)),
+                milestone(1, usd(MAX_AMOUNT)),
+                milestone(2, usd(MAX_AMOUNT + 1)),
             ]))
-            .then_expect_error(GigError::BidTooLarge);
+            .inspect_result()
+            .err();
+        assert_eq!(error, Some(GigError::MilestoneAmountTooLarge));
+        assert_eq!(error.as_ref().and_then(GigError::field), Some("milestones"));
+        assert_eq!(
+            error.map(|e| e.to_string()).as_deref(),
+            Some("milestone amounts must be at most 10000000000000 minor units")
+        );
+    }
+
+    #[test]
+    fn twenty_milestones_at_the_maximum_make_a_valid_bid() {
+        let milestones: Vec<_> = (1..=20).map(|n| milestone(n, usd(MAX_AMOUNT))).collect();
+        let events = GigTest::with(())
+            .given(vec![posted()])
+            .when(submit_with_milestones(milestones))
+            .inspect_result();
+        let bid = match events.as_deref() {
+            Ok([GigEvent::ProposalSubmitted { bid, .. }]) => Some(*bid),
+            _ => None,
+        };
+        assert_eq!(bid, Some(usd(20 * MAX_AMOUNT)));
+    }
+
+    #[test]
+    fn a_budget_above_the_maximum_is_refused_on_its_field() {
+        let too_large = [
+            Budget::Fixed {
+                amount: usd(MAX_AMOUNT + 1),
+            },
+            Budget::Hourly {
+                min: usd(1),
+                max: usd(MAX_AMOUNT + 1),
+            },
+        ];
+        for budget in too_large {
+            let post = post_gig_with(|command| {
+                if let GigCommand::PostGig { budget: b, .. } = command {
+                    *b = budget.clone();
+                }
+            });
+            GigTest::with(())
+                .given_no_previous_events()
+                .when(post)
+                .then_expect_error(GigError::BudgetTooLarge);
+            GigTest::with(())
+                .given(vec![posted()])
+                .when(revise_budget(budget))
+                .then_expect_error(GigError::BudgetTooLarge);
+        }
+        assert_eq!(GigError::BudgetTooLarge.field(), Some("budget"));
+        GigTest::with(())
+            .given_no_previous_events()
+            .when(post_gig_with(|command| {
+                if let GigCommand::PostGig { budget, .. } = command {
+                    *budget = Budget::Fixed {
+                        amount: usd(MAX_AMOUNT),
+                    };
+                }
+            }))
+            .inspect_result()
+            .expect("a budget at the maximum is accepted");
     }
 
     // ---- WithdrawProposal ----
@@ -1851,6 +2038,37 @@ mod tests {
         assert_eq!(
             restored.proposal_status(proposal(2)),
             Some(ProposalStatus::Rejected)
+        );
+    }
+
+    #[test]
+    fn each_gig_command_is_authorised_in_one_capacity_whatever_roles_the_actor_holds() {
+        let both = |actor: Actor| Actor::new(actor.user_id, vec![Role::Client, Role::Freelancer]);
+        let post = post_gig_with(|command| {
+            if let GigCommand::PostGig { actor, .. } = command {
+                *actor = both(client());
+            }
+        });
+        assert_eq!(
+            Gig::default().authorise(&post),
+            Ok(ActingAs::Role(Role::Client))
+        );
+        let gig = rebuilt(vec![posted(), submitted(proposal(1), &freelancer())]);
+        assert_eq!(
+            gig.authorise(&withdraw(proposal(1), both(freelancer()))),
+            Ok(ActingAs::Role(Role::Freelancer))
+        );
+        assert_eq!(
+            gig.authorise(&submit(proposal(2), both(other_freelancer()))),
+            Ok(ActingAs::Role(Role::Freelancer))
+        );
+        assert_eq!(
+            gig.authorise(&close(both(client()))),
+            Ok(ActingAs::Role(Role::Client))
+        );
+        assert_eq!(
+            gig.authorise(&close(other_client())),
+            Err(GigError::NotOwner)
         );
     }
 

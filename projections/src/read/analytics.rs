@@ -9,10 +9,11 @@
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use gigledger_domain::{ContractEvent, EscrowEvent, GigEvent, Money};
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, PgConnection, PgExecutor};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
-use super::{decode, AnyEvent, ReadError};
+use super::{decode, exact_sum, AnyEvent, ReadError};
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
 
@@ -401,17 +402,33 @@ fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), ReadError> {
     bounds(from, to).map(|_| ())
 }
 
-/// One day's volumes in one currency.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+/// One day's volumes in one currency. The money sums are exact integers of minor units of any
+/// size (`numeric` in the table, since a day's volume grows with the number of events).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DailyVolume {
     pub day: NaiveDate,
     pub currency: String,
     pub gigs_posted: i64,
     pub proposals: i64,
     pub hires: i64,
-    pub gmv_released: i64,
-    pub fees: i64,
-    pub refunds: i64,
+    pub gmv_released: i128,
+    pub fees: i128,
+    pub refunds: i128,
+}
+
+impl FromRow<'_, PgRow> for DailyVolume {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            day: row.try_get("day")?,
+            currency: row.try_get("currency")?,
+            gigs_posted: row.try_get("gigs_posted")?,
+            proposals: row.try_get("proposals")?,
+            hires: row.try_get("hires")?,
+            gmv_released: exact_sum(row, "gmv_released")?,
+            fees: exact_sum(row, "fees")?,
+            refunds: exact_sum(row, "refunds")?,
+        })
+    }
 }
 
 /// Every day's volumes per currency in `[from, to]`, by day then currency.
@@ -422,7 +439,9 @@ pub async fn daily_volumes<'e>(
 ) -> Result<Vec<DailyVolume>, ReadError> {
     check_range(from, to)?;
     Ok(sqlx::query_as(
-        "select * from read.analytics_daily where day between $1 and $2 order by day, currency",
+        "select day, currency, gigs_posted, proposals, hires, gmv_released::text as gmv_released,
+                fees::text as fees, refunds::text as refunds
+           from read.analytics_daily where day between $1 and $2 order by day, currency",
     )
     .bind(from)
     .bind(to)
@@ -451,16 +470,28 @@ impl Interval {
     }
 }
 
-/// Money moved in one period and currency, in minor units.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+/// Money moved in one period and currency, in minor units (exact, of any size).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GmvPeriod {
     /// The first day of the period.
     pub period: NaiveDate,
     pub currency: String,
     /// Released to freelancers, gross (fees included).
-    pub gmv_released: i64,
-    pub fees: i64,
-    pub refunds: i64,
+    pub gmv_released: i128,
+    pub fees: i128,
+    pub refunds: i128,
+}
+
+impl FromRow<'_, PgRow> for GmvPeriod {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            period: row.try_get("period")?,
+            currency: row.try_get("currency")?,
+            gmv_released: exact_sum(row, "gmv_released")?,
+            fees: exact_sum(row, "fees")?,
+            refunds: exact_sum(row, "refunds")?,
+        })
+    }
 }
 
 /// Released gross, fees and refunds per `interval` and currency over the days `[from, to]`.
@@ -474,8 +505,8 @@ pub async fn gmv<'e>(
     check_range(from, to)?;
     Ok(sqlx::query_as(
         "select date_trunc($3, day::timestamp)::date as period, currency,
-                sum(gmv_released)::bigint as gmv_released, sum(fees)::bigint as fees,
-                sum(refunds)::bigint as refunds
+                sum(gmv_released)::text as gmv_released, sum(fees)::text as fees,
+                sum(refunds)::text as refunds
            from read.analytics_daily
           where day between $1 and $2 and ($4::text is null or currency = $4)
           group by 1, 2
@@ -555,11 +586,21 @@ pub async fn time_to_hire<'e>(
 
 /// How much of the disputed money went back to clients, in one currency:
 /// `refunded / settled` where `settled = released + refunded` over resolved disputes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RefundShare {
     pub currency: String,
-    pub refunded: i64,
-    pub settled: i64,
+    pub refunded: i128,
+    pub settled: i128,
+}
+
+impl FromRow<'_, PgRow> for RefundShare {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            currency: row.try_get("currency")?,
+            refunded: exact_sum(row, "refunded")?,
+            settled: exact_sum(row, "settled")?,
+        })
+    }
 }
 
 /// Disputes in a date range.
@@ -592,8 +633,8 @@ pub async fn disputes(
     .fetch_one(pool)
     .await?;
     let refund_share = sqlx::query_as(
-        "select currency, sum(refund_amount)::bigint as refunded,
-                sum(release_amount + refund_amount)::bigint as settled
+        "select currency, sum(refund_amount)::text as refunded,
+                sum(release_amount + refund_amount)::text as settled
            from read.analytics_disputes
           where resolved_at >= $1 and resolved_at < $2
           group by currency order by currency",

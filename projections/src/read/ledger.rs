@@ -14,8 +14,8 @@ use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::{
-    currency_of, cursor_part, decode, decode_cursor, encode_cursor, into_page, page_limit,
-    AnyEvent, Page, ReadError,
+    currency_of, cursor_part, decode, decode_cursor, encode_cursor, exact_sum, into_page,
+    page_limit, AnyEvent, Page, ReadError,
 };
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
@@ -224,12 +224,23 @@ pub async fn entries_of_contract<'e>(
 }
 
 /// One account's balance in one currency.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AccountBalance {
     pub account: String,
     pub currency: String,
-    /// The sum of the account's lines (signed minor units).
-    pub balance: i64,
+    /// The sum of the account's lines (signed minor units, exact: an account such as
+    /// `platform_revenue` grows without bound).
+    pub balance: i128,
+}
+
+impl FromRow<'_, PgRow> for AccountBalance {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            account: row.try_get("account")?,
+            currency: row.try_get("currency")?,
+            balance: exact_sum(row, "balance")?,
+        })
+    }
 }
 
 /// The balance of every account per currency, over one contract's lines or all of them. Every
@@ -239,7 +250,7 @@ pub async fn trial_balance<'e>(
     contract_id: Option<ContractId>,
 ) -> Result<Vec<AccountBalance>, ReadError> {
     Ok(sqlx::query_as(
-        "select account, currency, sum(amount)::bigint as balance
+        "select account, currency, sum(amount)::text as balance
            from read.ledger_entries
           where $1::uuid is null or contract_id = $1
           group by account, currency
@@ -250,19 +261,20 @@ pub async fn trial_balance<'e>(
     .await?)
 }
 
-/// What an escrow received and paid out, summed from the ledger, in minor units.
+/// What an escrow received and paid out, summed from the ledger, in minor units (exact: the
+/// totals over every contract grow without bound).
 /// `deposited = released_gross + refunded + held` and `released_gross = net + fee`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EscrowTotals {
     /// `None` for totals over every contract (of one currency).
     pub contract_id: Option<ContractId>,
     pub currency: String,
-    pub deposited: i64,
-    pub released_gross: i64,
-    pub fee: i64,
-    pub net: i64,
-    pub refunded: i64,
-    pub held: i64,
+    pub deposited: i128,
+    pub released_gross: i128,
+    pub fee: i128,
+    pub net: i128,
+    pub refunded: i128,
+    pub held: i128,
 }
 
 impl FromRow<'_, PgRow> for EscrowTotals {
@@ -272,29 +284,31 @@ impl FromRow<'_, PgRow> for EscrowTotals {
                 .try_get::<Option<Uuid>, _>("contract_id")?
                 .map(ContractId),
             currency: row.try_get("currency")?,
-            deposited: row.try_get("deposited")?,
-            released_gross: row.try_get("released_gross")?,
-            fee: row.try_get("fee")?,
-            net: row.try_get("net")?,
-            refunded: row.try_get("refunded")?,
-            held: row.try_get("held")?,
+            deposited: exact_sum(row, "deposited")?,
+            released_gross: exact_sum(row, "released_gross")?,
+            fee: exact_sum(row, "fee")?,
+            net: exact_sum(row, "net")?,
+            refunded: exact_sum(row, "refunded")?,
+            held: exact_sum(row, "held")?,
         })
     }
 }
 
 /// Sums of the movements, signed as they flow, over the escrow account's lines (plus the fee
-/// and net lines of releases): held is the escrow account's balance.
+/// and net lines of releases): held is the escrow account's balance. `sum` of a `bigint` is an
+/// exact `numeric` in PostgreSQL; it is sent as text and read into an `i128`, never cast back to
+/// `bigint` (a total over every contract may not fit).
 macro_rules! totals_columns {
     () => {
-        "coalesce(sum(amount) filter (where movement = 'deposit' and account like 'escrow:%'), 0)::bigint
+        "coalesce(sum(amount) filter (where movement = 'deposit' and account like 'escrow:%'), 0)::text
              as deposited,
-         coalesce(-sum(amount) filter (where movement = 'release_gross'), 0)::bigint
+         coalesce(-sum(amount) filter (where movement = 'release_gross'), 0)::text
              as released_gross,
-         coalesce(sum(amount) filter (where movement = 'release_fee'), 0)::bigint as fee,
-         coalesce(sum(amount) filter (where movement = 'release_net'), 0)::bigint as net,
-         coalesce(-sum(amount) filter (where movement = 'refund' and account like 'escrow:%'), 0)::bigint
+         coalesce(sum(amount) filter (where movement = 'release_fee'), 0)::text as fee,
+         coalesce(sum(amount) filter (where movement = 'release_net'), 0)::text as net,
+         coalesce(-sum(amount) filter (where movement = 'refund' and account like 'escrow:%'), 0)::text
              as refunded,
-         coalesce(sum(amount) filter (where account like 'escrow:%'), 0)::bigint as held"
+         coalesce(sum(amount) filter (where account like 'escrow:%'), 0)::text as held"
     };
 }
 

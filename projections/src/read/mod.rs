@@ -170,3 +170,15 @@ pub(crate) fn currency_of(row: &PgRow, column: &str) -> Result<Currency, sqlx::E
         source: Box::new(e),
     })
 }
+
+/// An exact sum of minor units from a column the query sends as text (`sum(x)::text`, or a
+/// `numeric` column cast to text): sums that grow with the number of events are `numeric` in
+/// SQL (no `bigint` overflow), and text is how an exact `numeric` reaches Rust without a float.
+/// `i128` holds any sum of `i64` amounts the log could ever hold.
+pub(crate) fn exact_sum(row: &PgRow, column: &str) -> Result<i128, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    text.parse::<i128>().map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(e),
+    })
+}

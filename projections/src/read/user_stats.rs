@@ -7,10 +7,10 @@
 
 use gigledger_domain::{ContractEvent, Currency, EscrowEvent, UserId};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::{decode, AnyEvent, ReadError};
+use super::{decode, exact_sum, AnyEvent, ReadError};
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
 
@@ -241,8 +241,8 @@ pub struct EarningsBand {
 }
 
 /// The band of `net` minor units of `currency`.
-pub fn earnings_band(net: i64, currency: Currency) -> &'static str {
-    let unit = 10_i64.pow(u32::from(currency.exponent()));
+pub fn earnings_band(net: i128, currency: Currency) -> &'static str {
+    let unit = 10_i128.pow(u32::from(currency.exponent()));
     if net <= 0 {
         "0"
     } else if net < 1_000 * unit {
@@ -279,19 +279,23 @@ pub async fn profile(pool: &PgPool, user_id: UserId) -> Result<UserProfile, Read
     .await?;
     let (rating_sum, rating_count, completed_as_client, completed_as_freelancer) =
         stats.unwrap_or_default();
-    let earnings: Vec<(String, i64)> = sqlx::query_as(
-        "select currency, net from read.user_stats_earnings where user_id = $1 order by currency",
+    // `net` is numeric (a freelancer's earnings grow without bound): read exactly, as text.
+    let rows = sqlx::query(
+        "select currency, net::text as net from read.user_stats_earnings
+          where user_id = $1 order by currency",
     )
     .bind(user_id.0)
     .fetch_all(pool)
     .await?;
-    let earnings = earnings
-        .into_iter()
-        .map(|(currency, net)| {
+    let earnings = rows
+        .iter()
+        .map(|row| {
+            let currency: String = row.try_get("currency")?;
+            let net = exact_sum(row, "net")?;
             let band = Currency::parse(&currency).map_or("0", |c| earnings_band(net, c));
-            EarningsBand { currency, band }
+            Ok(EarningsBand { currency, band })
         })
-        .collect();
+        .collect::<Result<_, sqlx::Error>>()?;
     Ok(UserProfile {
         user_id,
         rating: Rating::of(rating_sum, rating_count),
