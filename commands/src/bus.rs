@@ -2,6 +2,7 @@
 //! the receipt and bounded retries.
 
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use gigledger_domain::snapshot::SnapshotSchema;
 
 use crate::metadata::CommandMetadata;
 use crate::scope::{self, CommitReceipt};
@@ -47,7 +48,7 @@ pub struct Committed<E> {
 /// One aggregate type's command runner.
 pub struct CommandBus<A>
 where
-    A: Aggregate + Clone,
+    A: Aggregate + SnapshotSchema + Clone,
     A::Event: 'static,
 {
     cqrs: CqrsFramework<A, PgEventStore<A>>,
@@ -56,7 +57,7 @@ where
 
 impl<A> CommandBus<A>
 where
-    A: Aggregate + Clone,
+    A: Aggregate + SnapshotSchema + Clone,
     A::Command: Clone,
     A::Event: 'static,
 {

@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod gig;
 pub mod ids;
 pub mod money;
+pub mod snapshot;
 #[cfg(test)]
 mod test_support;
 mod validate;
@@ -44,4 +45,5 @@ pub use gig::{
     Budget, Gig, GigCommand, GigError, GigEvent, GigStatus, MilestoneTerms, ProposalStatus,
 };
 pub use ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
+pub use snapshot::SnapshotSchema;
 pub use money::{Currency, FeeSplit, Money, MoneyError, BPS_PER_WHOLE};

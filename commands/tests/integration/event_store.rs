@@ -3,6 +3,7 @@
 
 use crate::common::{added, bus, meta, Tally, TallyCommand};
 use cqrs_es::persist::PersistenceError;
+use gigledger_domain::SnapshotSchema;
 use gigledger_commands::bus::CommandError;
 use gigledger_commands::store::{PgEventRepository, SnapshotUpdate, StoreConfig};
 use sqlx::PgPool;
@@ -241,7 +242,7 @@ async fn a_command_on_a_snapshotted_stream_loads_the_snapshot_and_only_the_newer
     let stream = tally
         .store()
         .repository()
-        .load("tally", "t1", true)
+        .load("tally", "t1", Some(Tally::SNAPSHOT_VERSION))
         .await
         .unwrap();
     assert_eq!(
@@ -262,6 +263,7 @@ async fn a_conflicting_append_writes_neither_events_nor_snapshot(pool: PgPool) {
     // A stale writer thinks the stream is at 1 and would snapshot version 2.
     let stale = SnapshotUpdate {
         last_sequence: 2,
+        schema_version: Tally::SNAPSHOT_VERSION,
         payload: serde_json::json!({ "total": -1, "additions": 0 }),
     };
     let err = repo
@@ -297,6 +299,7 @@ async fn a_newer_snapshot_row_never_fails_a_command_nor_goes_backwards(pool: PgP
     .unwrap();
     let older = SnapshotUpdate {
         last_sequence: 2,
+        schema_version: Tally::SNAPSHOT_VERSION,
         payload: serde_json::json!({ "total": 3, "additions": 2 }),
     };
     let appended = repo

@@ -5,3 +5,4 @@ mod common;
 mod event_store;
 mod log_reader;
 mod runtime;
+mod snapshots;

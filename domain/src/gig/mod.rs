@@ -23,6 +23,7 @@ pub use events::{Budget, GigEvent, MilestoneTerms};
 use crate::actor::{Actor, Role};
 use crate::ids::{ContractId, GigId, ProposalId, UserId};
 use crate::money::{Currency, Money, BPS_PER_WHOLE};
+use crate::snapshot::SnapshotSchema;
 use crate::validate::trimmed_within;
 
 /// Most proposals a gig takes, withdrawn and rejected ones included.
@@ -64,6 +65,11 @@ pub enum ProposalStatus {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Gig {
     state: Option<GigState>,
+}
+
+/// Bump on any change to the shape or meaning of `GigState` (or what it holds).
+impl SnapshotSchema for Gig {
+    const SNAPSHOT_VERSION: i32 = 1;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
