@@ -2,6 +2,7 @@
 //! Every test gets a fresh, migrated database (`#[sqlx::test]`).
 
 mod common;
+mod contention;
 mod event_store;
 mod log_reader;
 mod runtime;
