@@ -70,10 +70,12 @@ impl Queues {
     async fn turn<'a>(&'a self, aggregate_id: &'a str) -> Turn<'a> {
         let mutex = {
             let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-            let lane = lanes.entry(aggregate_id.to_owned()).or_insert_with(|| Lane {
-                mutex: Arc::default(),
-                users: 0,
-            });
+            let lane = lanes
+                .entry(aggregate_id.to_owned())
+                .or_insert_with(|| Lane {
+                    mutex: Arc::default(),
+                    users: 0,
+                });
             lane.users += 1;
             Arc::clone(&lane.mutex)
         };
@@ -270,7 +272,10 @@ mod tests {
         // A command that gives up while waiting behind `first` leaves nothing behind, whichever
         // of the two goes first.
         let gave_up = tokio::time::timeout(Duration::from_millis(1), queues.turn("a")).await;
-        assert!(gave_up.is_err(), "the second command on a waits for the first");
+        assert!(
+            gave_up.is_err(),
+            "the second command on a waits for the first"
+        );
         drop(other);
         assert_eq!(lanes(&queues), 1);
         drop(first);

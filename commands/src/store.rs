@@ -23,10 +23,11 @@ use cqrs_es::persist::{
 use cqrs_es::{
     Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore,
 };
+use gigledger_domain::snapshot::{SnapshotSchema, UNVERSIONED};
+use gigledger_domain::upcast::{self, Upcaster};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
-use gigledger_domain::snapshot::{SnapshotSchema, UNVERSIONED};
 use uuid::Uuid;
 
 use crate::scope::{self, CommitReceipt};
@@ -508,6 +509,31 @@ fn replay_stream(events: Vec<SerializedEvent>) -> ReplayStream {
     stream
 }
 
+/// One step of the domain's upcaster chain ([`gigledger_domain::upcast`]) as a cqrs-es
+/// `EventUpcaster`: the write side reads old events through the same pure functions as the read
+/// side's `AnyEvent::decode`.
+struct ChainStep(&'static Upcaster);
+
+impl EventUpcaster for ChainStep {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        self.0.applies_to(event_type, event_version)
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        event.payload = self.0.upcast(std::mem::take(&mut event.payload));
+        self.0.to.clone_into(&mut event.event_version);
+        event
+    }
+}
+
+/// The domain's upcasters for one aggregate type, in chain order, as cqrs-es `EventUpcaster`s
+/// (what [`PgEventStore::new`] uses; the stock `PersistedEventStore` takes them too).
+pub fn upcasters_for(aggregate_type: &str) -> Vec<Box<dyn EventUpcaster>> {
+    upcast::chain_for(aggregate_type)
+        .map(|step| Box::new(ChainStep(step)) as Box<dyn EventUpcaster>)
+        .collect()
+}
+
 /// How an aggregate type is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -585,8 +611,9 @@ impl<A> PgEventStore<A>
 where
     A: Aggregate + SnapshotSchema + Clone,
 {
+    /// A store that reads old events through the domain's upcaster chain for `A`.
     pub fn new(repo: PgEventRepository, config: StoreConfig) -> Self {
-        Self::build(repo, config, Vec::new())
+        Self::build(repo, config, upcasters_for(A::TYPE))
     }
 
     fn build(
@@ -607,7 +634,8 @@ where
         }
     }
 
-    /// Upcasters turn stored events of an older `event_version` into the current shape on read.
+    /// Replaces the upcasters, which turn stored events of an older `event_version` into the
+    /// current shape on read (the domain's chain, by default).
     pub fn with_upcasters(self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
         Self::build(self.repo.clone(), self.config, upcasters)
     }
@@ -650,6 +678,9 @@ where
         );
     }
 
+    /// An event as stored, through every upcaster that applies, as the current shape. A version
+    /// the upcasters do not lead to the one this code writes (a newer writer's) is refused rather
+    /// than read as the current shape.
     fn decode(&self, event: SerializedEvent) -> Result<A::Event, PersistenceError> {
         let event = self.upcasters.iter().fold(event, |event, upcaster| {
             if upcaster.can_upcast(&event.event_type, &event.event_version) {
@@ -658,7 +689,22 @@ where
                 event
             }
         });
-        Ok(serde_json::from_value(event.payload)?)
+        let decoded: A::Event = serde_json::from_value(event.payload)?;
+        let current = decoded.event_version();
+        if event.event_version != current {
+            return Err(PersistenceError::DeserializationError(
+                format!(
+                    "{} event {} #{} is stored at version {}, which this code cannot read \
+                     (it writes version {current})",
+                    A::TYPE,
+                    event.event_type,
+                    event.sequence,
+                    event.event_version
+                )
+                .into(),
+            ));
+        }
+        Ok(decoded)
     }
 
     async fn load_from_db(&self, aggregate_id: &str) -> Result<StoreContext<A>, PersistenceError> {

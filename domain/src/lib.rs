@@ -24,6 +24,7 @@ pub mod money;
 pub mod snapshot;
 #[cfg(test)]
 mod test_support;
+pub mod upcast;
 mod validate;
 
 pub use actor::{Actor, Role, SYSTEM_USER_ID};
@@ -45,5 +46,5 @@ pub use gig::{
     Budget, Gig, GigCommand, GigError, GigEvent, GigStatus, MilestoneTerms, ProposalStatus,
 };
 pub use ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
-pub use snapshot::SnapshotSchema;
 pub use money::{Currency, FeeSplit, Money, MoneyError, BPS_PER_WHOLE};
+pub use snapshot::SnapshotSchema;

@@ -37,7 +37,7 @@ fn assert_all_landed(results: &[Result<u64, String>]) {
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
     let mut versions: Vec<u64> = results.iter().filter_map(|r| r.clone().ok()).collect();
     versions.sort_unstable();
-    let every_version: Vec<u64> = (1..=COMMANDS as u64).collect();
+    let every_version: Vec<u64> = (1..=u64::try_from(COMMANDS).unwrap()).collect();
     assert_eq!(versions, every_version, "each command made one version");
 }
 
@@ -49,7 +49,13 @@ async fn thirty_two_concurrent_commands_on_one_aggregate_in_one_process_all_succ
 
     assert_all_landed(&results);
     let (state, version) = bus(&pool, StoreConfig::default()).load("t1").await.unwrap();
-    assert_eq!((state.total, version), (COMMANDS as i64, COMMANDS as u64));
+    assert_eq!(
+        (state.total, version),
+        (
+            i64::try_from(COMMANDS).unwrap(),
+            u64::try_from(COMMANDS).unwrap()
+        )
+    );
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
@@ -64,5 +70,11 @@ async fn thirty_two_concurrent_commands_on_one_aggregate_from_two_processes_all_
 
     assert_all_landed(&results);
     let (state, version) = bus(&pool, StoreConfig::default()).load("t1").await.unwrap();
-    assert_eq!((state.total, version), (COMMANDS as i64, COMMANDS as u64));
+    assert_eq!(
+        (state.total, version),
+        (
+            i64::try_from(COMMANDS).unwrap(),
+            u64::try_from(COMMANDS).unwrap()
+        )
+    );
 }

@@ -3,9 +3,9 @@
 
 use crate::common::{added, bus, meta, Tally, TallyCommand};
 use cqrs_es::persist::PersistenceError;
-use gigledger_domain::SnapshotSchema;
 use gigledger_commands::bus::CommandError;
 use gigledger_commands::store::{PgEventRepository, SnapshotUpdate, StoreConfig};
+use gigledger_domain::SnapshotSchema;
 use sqlx::PgPool;
 
 const NO_CACHE: StoreConfig = StoreConfig {

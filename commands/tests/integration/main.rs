@@ -7,3 +7,4 @@ mod event_store;
 mod log_reader;
 mod runtime;
 mod snapshots;
+mod versions;

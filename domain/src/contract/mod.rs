@@ -1345,11 +1345,8 @@ mod tests {
             contract_id: contract_id(),
             client_id: client().user_id,
             freelancer_id: freelancer().user_id,
-            currency: Currency::USD,
             milestones: milestone_terms(),
-            fee_bps: 1_000,
-            review_window_days: 14,
-            max_revisions: 2,
+            terms: terms(),
             accepted_at: now(),
             posted_at: now(),
         };

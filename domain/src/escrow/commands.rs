@@ -124,15 +124,14 @@ impl EscrowCommand {
                 contract_id,
                 client_id,
                 freelancer_id,
-                currency,
                 milestones,
-                fee_bps,
+                terms,
                 ..
             } => Some(Self::OpenEscrow {
                 contract_id: *contract_id,
                 client_id: *client_id,
                 freelancer_id: *freelancer_id,
-                currency: *currency,
+                currency: terms.currency,
                 milestones: milestones
                     .iter()
                     .map(|milestone| ScheduledMilestone {
@@ -140,7 +139,7 @@ impl EscrowCommand {
                         amount: milestone.amount,
                     })
                     .collect(),
-                fee_bps: *fee_bps,
+                fee_bps: terms.fee_bps,
                 actor: Actor::system(),
                 at,
             }),

@@ -982,7 +982,6 @@ mod tests {
             contract_id: contract_id(),
             client_id: client().user_id,
             freelancer_id: freelancer().user_id,
-            currency: Currency::USD,
             milestones: schedule()
                 .into_iter()
                 .map(|m| MilestoneTerms {
@@ -992,9 +991,12 @@ mod tests {
                     due_date: None,
                 })
                 .collect(),
-            fee_bps: 1_000,
-            review_window_days: 14,
-            max_revisions: 2,
+            terms: crate::contract::ContractTerms {
+                currency: Currency::USD,
+                fee_bps: 1_000,
+                review_window_days: 14,
+                max_revisions: 2,
+            },
             accepted_at: now(),
             posted_at: now(),
         };
