@@ -41,6 +41,7 @@ use cqrs_es::{Aggregate, CqrsFramework, DomainEvent};
 use gigledger_commands::bus::CommandBus;
 use gigledger_commands::metadata::CommandMetadata;
 use gigledger_commands::store::{PgEventRepository, StoreConfig};
+use gigledger_domain::SnapshotSchema;
 use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -92,6 +93,10 @@ impl DomainEvent for TallyEvent {
 #[derive(Debug, PartialEq, thiserror::Error)]
 #[error("cannot add a negative number")]
 struct Negative;
+
+impl SnapshotSchema for Tally {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
 
 impl Aggregate for Tally {
     const TYPE: &'static str = "tally";

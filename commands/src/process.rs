@@ -133,7 +133,13 @@ impl Handler for ProcessManager {
             if event.event_type != self.process.trigger() {
                 continue;
             }
-            let Some(decoded) = AnyEvent::decode(&event.aggregate_type, &event.payload)? else {
+            let Some(decoded) = AnyEvent::decode(
+                &event.aggregate_type,
+                &event.event_type,
+                &event.event_version,
+                &event.payload,
+            )?
+            else {
                 continue;
             };
             let at = self.services.now();

@@ -394,7 +394,7 @@ impl Services {
         expected_version: Option<u64>,
     ) -> Result<Outcome, ServiceError>
     where
-        A: cqrs_es::Aggregate + Clone,
+        A: cqrs_es::Aggregate + gigledger_domain::SnapshotSchema + Clone,
         A::Command: Clone,
         A::Event: 'static,
         A::Error: Into<ServiceError>,
@@ -505,7 +505,7 @@ impl Services {
         actor: &Actor,
     ) -> Result<(String, String), ServiceError>
     where
-        A: Authorise + Clone,
+        A: Authorise + gigledger_domain::SnapshotSchema + Clone,
         A::Command: Clone,
         A::Event: 'static,
         A::Error: Into<ServiceError>,

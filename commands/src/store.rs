@@ -23,6 +23,8 @@ use cqrs_es::persist::{
 use cqrs_es::{
     Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore,
 };
+use gigledger_domain::snapshot::{SnapshotSchema, UNVERSIONED};
+use gigledger_domain::upcast::{self, Upcaster};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
@@ -101,6 +103,8 @@ pub struct Appended {
 pub struct SnapshotUpdate {
     /// The stream version the state includes.
     pub last_sequence: i64,
+    /// The aggregate's `SnapshotSchema::SNAPSHOT_VERSION` the state was written with.
+    pub schema_version: i32,
     pub payload: Value,
 }
 
@@ -128,24 +132,28 @@ const APPEND_WITH_SNAPSHOT: &str = concat!(
     "with appended as (",
     insert_events!(),
     "), snapshot as (
-        insert into snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-        values ($1, $2, $9, 1, $10)
+        insert into snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload,
+                               schema_version)
+        values ($1, $2, $9, 1, $10, $11)
         on conflict (aggregate_type, aggregate_id) do update
            set last_sequence = excluded.last_sequence,
                current_snapshot = snapshots.current_snapshot + 1,
-               payload = excluded.payload
+               payload = excluded.payload,
+               schema_version = excluded.schema_version
          where snapshots.last_sequence < excluded.last_sequence
     )
     select sequence, position from appended"
 );
 
 /// A cold load in one statement: the snapshot row (kind 0) then the events after it (kind 1). Both
-/// parts read the same statement snapshot, so they are consistent with each other.
+/// parts read the same statement snapshot, so they are consistent with each other. A snapshot of
+/// another schema version than the caller's (`$3`) is not read at all, so the same statement then
+/// returns the whole stream: falling back to a replay costs no second round trip.
 const LOAD_WITH_SNAPSHOT: &str = "
     with snap as (
         select last_sequence, current_snapshot, payload
           from snapshots
-         where aggregate_type = $1 and aggregate_id = $2
+         where aggregate_type = $1 and aggregate_id = $2 and schema_version = $3
     )
     select 0 as kind, last_sequence as sequence, current_snapshot, null::text as event_type,
            null::text as event_version, payload, null::jsonb as metadata
@@ -163,10 +171,13 @@ const LOAD_AFTER: &str = "
      where aggregate_type = $1 and aggregate_id = $2 and sequence > $3
      order by sequence";
 
+/// The stock path's snapshot. It cannot know the aggregate's schema version, so it reads and
+/// writes only unversioned snapshots (version 0), which [`PgEventStore`] never trusts, and never
+/// one of [`PgEventStore`]'s, whose shape it cannot check.
 const LOAD_SNAPSHOT: &str = "
     select aggregate_id, last_sequence, current_snapshot, payload
       from snapshots
-     where aggregate_type = $1 and aggregate_id = $2";
+     where aggregate_type = $1 and aggregate_id = $2 and schema_version = $3";
 
 const LOAD_ALL_OF_TYPE: &str = "
     select aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata
@@ -255,7 +266,10 @@ impl PgEventRepository {
         .bind(ids);
         let query = match snapshot {
             None => query,
-            Some(s) => query.bind(s.last_sequence).bind(&s.payload),
+            Some(s) => query
+                .bind(s.last_sequence)
+                .bind(&s.payload)
+                .bind(s.schema_version),
         };
         let rows = query.fetch_all(db).await.map_err(map_write_error)?;
         rows.iter()
@@ -269,23 +283,26 @@ impl PgEventRepository {
             .map_err(map_read_error)
     }
 
-    /// The snapshot (when `with_snapshot`) and the events after it, in one round trip.
+    /// The snapshot of schema version `snapshot_version` (when given and there is one) and the
+    /// events after it, in one round trip. A snapshot of any other version is ignored: the whole
+    /// stream comes back.
     pub async fn load(
         &self,
         aggregate_type: &str,
         aggregate_id: &str,
-        with_snapshot: bool,
+        snapshot_version: Option<i32>,
     ) -> Result<StoredStream, PersistenceError> {
-        if !with_snapshot {
+        let Some(snapshot_version) = snapshot_version else {
             let events = self.events_after(aggregate_type, aggregate_id, 0).await?;
             return Ok(StoredStream {
                 snapshot: None,
                 events,
             });
-        }
+        };
         let rows = sqlx::query(LOAD_WITH_SNAPSHOT)
             .bind(aggregate_type)
             .bind(aggregate_id)
+            .bind(snapshot_version)
             .fetch_all(&self.pool)
             .await
             .map_err(map_read_error)?;
@@ -404,6 +421,7 @@ impl PersistedEventRepository for PgEventRepository {
         let row = sqlx::query(LOAD_SNAPSHOT)
             .bind(A::TYPE)
             .bind(aggregate_id)
+            .bind(UNVERSIONED)
             .fetch_optional(&self.pool)
             .await
             .map_err(map_read_error)?;
@@ -441,6 +459,7 @@ impl PersistedEventRepository for PgEventRepository {
         let last_sequence = current_version + to_i64(events.len())?;
         let snapshot = snapshot_update.map(|(_, payload, _)| SnapshotUpdate {
             last_sequence,
+            schema_version: UNVERSIONED,
             payload,
         });
         self.append(
@@ -488,6 +507,31 @@ fn replay_stream(events: Vec<SerializedEvent>) -> ReplayStream {
         }
     });
     stream
+}
+
+/// One step of the domain's upcaster chain ([`gigledger_domain::upcast`]) as a cqrs-es
+/// `EventUpcaster`: the write side reads old events through the same pure functions as the read
+/// side's `AnyEvent::decode`.
+struct ChainStep(&'static Upcaster);
+
+impl EventUpcaster for ChainStep {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        self.0.applies_to(event_type, event_version)
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        event.payload = self.0.upcast(std::mem::take(&mut event.payload));
+        self.0.to.clone_into(&mut event.event_version);
+        event
+    }
+}
+
+/// The domain's upcasters for one aggregate type, in chain order, as cqrs-es `EventUpcaster`s
+/// (what [`PgEventStore::new`] uses; the stock `PersistedEventStore` takes them too).
+pub fn upcasters_for(aggregate_type: &str) -> Vec<Box<dyn EventUpcaster>> {
+    upcast::chain_for(aggregate_type)
+        .map(|step| Box::new(ChainStep(step)) as Box<dyn EventUpcaster>)
+        .collect()
 }
 
 /// How an aggregate type is stored.
@@ -565,10 +609,11 @@ impl<A: Aggregate> AggregateContext<A> for StoreContext<A> {
 
 impl<A> PgEventStore<A>
 where
-    A: Aggregate + Clone,
+    A: Aggregate + SnapshotSchema + Clone,
 {
+    /// A store that reads old events through the domain's upcaster chain for `A`.
     pub fn new(repo: PgEventRepository, config: StoreConfig) -> Self {
-        Self::build(repo, config, Vec::new())
+        Self::build(repo, config, upcasters_for(A::TYPE))
     }
 
     fn build(
@@ -589,7 +634,8 @@ where
         }
     }
 
-    /// Upcasters turn stored events of an older `event_version` into the current shape on read.
+    /// Replaces the upcasters, which turn stored events of an older `event_version` into the
+    /// current shape on read (the domain's chain, by default).
     pub fn with_upcasters(self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
         Self::build(self.repo.clone(), self.config, upcasters)
     }
@@ -632,6 +678,9 @@ where
         );
     }
 
+    /// An event as stored, through every upcaster that applies, as the current shape. A version
+    /// the upcasters do not lead to the one this code writes (a newer writer's) is refused rather
+    /// than read as the current shape.
     fn decode(&self, event: SerializedEvent) -> Result<A::Event, PersistenceError> {
         let event = self.upcasters.iter().fold(event, |event, upcaster| {
             if upcaster.can_upcast(&event.event_type, &event.event_version) {
@@ -640,13 +689,32 @@ where
                 event
             }
         });
-        Ok(serde_json::from_value(event.payload)?)
+        let decoded: A::Event = serde_json::from_value(event.payload)?;
+        let current = decoded.event_version();
+        if event.event_version != current {
+            return Err(PersistenceError::DeserializationError(
+                format!(
+                    "{} event {} #{} is stored at version {}, which this code cannot read \
+                     (it writes version {current})",
+                    A::TYPE,
+                    event.event_type,
+                    event.sequence,
+                    event.event_version
+                )
+                .into(),
+            ));
+        }
+        Ok(decoded)
     }
 
     async fn load_from_db(&self, aggregate_id: &str) -> Result<StoreContext<A>, PersistenceError> {
         let stream = self
             .repo
-            .load(A::TYPE, aggregate_id, self.config.snapshot_every.is_some())
+            .load(
+                A::TYPE,
+                aggregate_id,
+                self.config.snapshot_every.map(|_| A::SNAPSHOT_VERSION),
+            )
             .await?;
         let mut context = StoreContext {
             aggregate_id: aggregate_id.to_owned(),
@@ -661,7 +729,8 @@ where
                         .map_err(|e| PersistenceError::DeserializationError(Box::new(e)))?;
                     stream.events
                 }
-                // The aggregate's shape changed since the snapshot was taken: replay from the start.
+                // A snapshot of the current schema version that does not decode is a bug in the
+                // version's bump; the events still give the state.
                 Err(_) => self.repo.events_after(A::TYPE, aggregate_id, 0).await?,
             },
             None => stream.events,
@@ -677,7 +746,7 @@ where
 
 impl<A> EventStore<A> for PgEventStore<A>
 where
-    A: Aggregate + Clone,
+    A: Aggregate + SnapshotSchema + Clone,
     A::Event: 'static,
 {
     type AC = StoreContext<A>;
@@ -769,6 +838,7 @@ where
                 Some(SnapshotUpdate {
                     last_sequence: i64::try_from(new_version)
                         .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?,
+                    schema_version: A::SNAPSHOT_VERSION,
                     payload: serde_json::to_value(&aggregate)?,
                 })
             }

@@ -23,8 +23,10 @@ pub mod gig;
 pub mod ids;
 pub mod money;
 pub mod process;
+pub mod snapshot;
 #[cfg(test)]
 mod test_support;
+pub mod upcast;
 mod validate;
 
 pub use actor::{ActingAs, Actor, Authorise, Role, SYSTEM_USER_ID};
@@ -47,3 +49,4 @@ pub use gig::{
 };
 pub use ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
 pub use money::{Currency, FeeSplit, Money, MoneyError, BPS_PER_WHOLE, MAX_AMOUNT};
+pub use snapshot::SnapshotSchema;

@@ -82,11 +82,8 @@ fn on_gig(event: &GigEvent, at: DateTime<Utc>) -> Vec<FollowUp> {
         contract_id,
         client_id,
         freelancer_id,
-        currency,
         milestones,
-        fee_bps,
-        review_window_days,
-        max_revisions,
+        terms,
         ..
     } = event
     else {
@@ -98,11 +95,11 @@ fn on_gig(event: &GigEvent, at: DateTime<Utc>) -> Vec<FollowUp> {
         proposal_id: *proposal_id,
         client_id: *client_id,
         freelancer_id: *freelancer_id,
-        currency: *currency,
+        currency: terms.currency,
         milestones: milestones.clone(),
-        fee_bps: *fee_bps,
-        review_window_days: *review_window_days,
-        max_revisions: *max_revisions,
+        fee_bps: terms.fee_bps,
+        review_window_days: terms.review_window_days,
+        max_revisions: terms.max_revisions,
         actor: Actor::system(),
         at,
     };
@@ -110,7 +107,7 @@ fn on_gig(event: &GigEvent, at: DateTime<Utc>) -> Vec<FollowUp> {
         contract_id: *contract_id,
         client_id: *client_id,
         freelancer_id: *freelancer_id,
-        currency: *currency,
+        currency: terms.currency,
         milestones: milestones
             .iter()
             .map(|milestone| ScheduledMilestone {
@@ -118,7 +115,7 @@ fn on_gig(event: &GigEvent, at: DateTime<Utc>) -> Vec<FollowUp> {
                 amount: milestone.amount,
             })
             .collect(),
-        fee_bps: *fee_bps,
+        fee_bps: terms.fee_bps,
         actor: Actor::system(),
         at,
     };
@@ -218,11 +215,13 @@ mod tests {
             contract_id: contract_id(),
             client_id: client().user_id,
             freelancer_id: freelancer().user_id,
-            currency: Currency::USD,
             milestones: milestones.clone(),
-            fee_bps: 1_000,
-            review_window_days: 14,
-            max_revisions: 2,
+            terms: crate::ContractTerms {
+                currency: Currency::USD,
+                fee_bps: 1_000,
+                review_window_days: 14,
+                max_revisions: 2,
+            },
             accepted_at: now(),
             posted_at: now(),
         };

@@ -7,6 +7,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use gigledger_commands::bus::CommandBus;
 use gigledger_commands::metadata::CommandMetadata;
 use gigledger_commands::store::{NewEvent, PgEventRepository, StoreConfig};
+use gigledger_domain::SnapshotSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -53,6 +54,11 @@ pub enum Negative {
     Negative,
     #[error("the total is below the threshold")]
     BelowThreshold,
+}
+
+/// Not 1, so that a test can tell the current version from an old one.
+impl SnapshotSchema for Tally {
+    const SNAPSHOT_VERSION: i32 = 2;
 }
 
 impl Aggregate for Tally {

@@ -5,6 +5,7 @@ use crate::common::{added, bus, meta, Tally, TallyCommand};
 use cqrs_es::persist::PersistenceError;
 use gigledger_commands::bus::CommandError;
 use gigledger_commands::store::{PgEventRepository, SnapshotUpdate, StoreConfig};
+use gigledger_domain::SnapshotSchema;
 use sqlx::PgPool;
 
 const NO_CACHE: StoreConfig = StoreConfig {
@@ -248,7 +249,7 @@ async fn a_command_on_a_snapshotted_stream_loads_the_snapshot_and_only_the_newer
     let stream = tally
         .store()
         .repository()
-        .load("tally", "t1", true)
+        .load("tally", "t1", Some(Tally::SNAPSHOT_VERSION))
         .await
         .unwrap();
     assert_eq!(
@@ -269,6 +270,7 @@ async fn a_conflicting_append_writes_neither_events_nor_snapshot(pool: PgPool) {
     // A stale writer thinks the stream is at 1 and would snapshot version 2.
     let stale = SnapshotUpdate {
         last_sequence: 2,
+        schema_version: Tally::SNAPSHOT_VERSION,
         payload: serde_json::json!({ "total": -1, "additions": 0 }),
     };
     let err = repo
@@ -304,6 +306,7 @@ async fn a_newer_snapshot_row_never_fails_a_command_nor_goes_backwards(pool: PgP
     .unwrap();
     let older = SnapshotUpdate {
         last_sequence: 2,
+        schema_version: Tally::SNAPSHOT_VERSION,
         payload: serde_json::json!({ "total": 3, "additions": 2 }),
     };
     let appended = repo

@@ -7,22 +7,10 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+pub use crate::gig::ContractTerms;
 use crate::gig::MilestoneTerms;
 use crate::ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
-use crate::money::{Currency, Money};
-
-/// The platform terms fixed when the contract starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContractTerms {
-    /// The currency of every amount in the contract.
-    pub currency: Currency,
-    /// Platform fee in basis points, applied when funds are released.
-    pub fee_bps: u32,
-    /// Days the client has to review a submission before it is approved automatically.
-    pub review_window_days: u32,
-    /// Change requests allowed per milestone; after that only approval or a dispute remain.
-    pub max_revisions: u32,
-}
+use crate::money::Money;
 
 /// A side of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -187,6 +175,10 @@ impl DomainEvent for ContractEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        crate::upcast::current_version(
+            <super::Contract as cqrs_es::Aggregate>::TYPE,
+            &self.event_type(),
+        )
+        .to_owned()
     }
 }

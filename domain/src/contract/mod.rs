@@ -23,6 +23,7 @@ use crate::actor::{ActingAs, Actor, Authorise, Role};
 use crate::gig::{MilestoneTerms, MAX_REVIEW_WINDOW_DAYS};
 use crate::ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
 use crate::money::{Money, BPS_PER_WHOLE};
+use crate::snapshot::SnapshotSchema;
 use crate::validate::{is_web_link, trimmed_within};
 
 /// The platform fee when nothing else is configured: 1 000 bps = 10 %.
@@ -94,6 +95,11 @@ pub struct Contract {
     state: Option<ContractState>,
 }
 
+/// Bump on any change to the shape or meaning of `ContractState` (or what it holds).
+impl SnapshotSchema for Contract {
+    const SNAPSHOT_VERSION: i32 = 1;
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct ContractState {
     id: ContractId,
@@ -118,9 +124,7 @@ struct MilestoneRecord {
     status: MilestoneStatus,
     changes_requested: u32,
     review_due_at: Option<DateTime<Utc>>,
-    /// A dispute on it was resolved with a release above zero. (Defaulted so that snapshots
-    /// taken before the field existed still load.)
-    #[serde(default)]
+    /// A dispute on it was resolved with a release above zero.
     resolved_with_release: bool,
 }
 

@@ -113,7 +113,11 @@ impl DomainEvent for EscrowEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        crate::upcast::current_version(
+            <super::Escrow as cqrs_es::Aggregate>::TYPE,
+            &self.event_type(),
+        )
+        .to_owned()
     }
 }
 

@@ -33,6 +33,7 @@ use crate::actor::{ActingAs, Actor, Authorise, Role};
 use crate::gateway::{ChargeReference, ChargeRequest, PaymentGateway, SimulatedGateway};
 use crate::ids::{ContractId, MilestoneId, UserId};
 use crate::money::{Currency, Money, BPS_PER_WHOLE};
+use crate::snapshot::SnapshotSchema;
 
 /// Longest idempotency key accepted, in characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
@@ -102,6 +103,11 @@ impl MilestoneBalance {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Escrow {
     state: Option<EscrowState>,
+}
+
+/// Bump on any change to the shape or meaning of `EscrowState` (or what it holds).
+impl SnapshotSchema for Escrow {
+    const SNAPSHOT_VERSION: i32 = 1;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -54,6 +54,19 @@ pub struct MilestoneTerms {
     pub due_date: Option<NaiveDate>,
 }
 
+/// The terms a hire fixes for the contract it starts, for the contract's whole life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractTerms {
+    /// The currency of every amount in the contract.
+    pub currency: Currency,
+    /// Platform fee in basis points, applied when funds are released.
+    pub fee_bps: u32,
+    /// Days the client has to review a submission before it is approved automatically.
+    pub review_window_days: u32,
+    /// Change requests allowed per milestone; after that only approval or a dispute remain.
+    pub max_revisions: u32,
+}
+
 /// Something that happened to a gig.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GigEvent {
@@ -126,7 +139,8 @@ pub enum GigEvent {
     },
     /// The owner hired the freelancer: the gig is Hired and a contract and its escrow start from
     /// these facts (so this event alone also gives time-to-hire). Other pending proposals stay
-    /// pending.
+    /// pending. Version 2; version 1 carried the terms as four loose fields (see
+    /// `crate::upcast`).
     ProposalAccepted {
         /// The gig.
         gig_id: GigId,
@@ -138,16 +152,10 @@ pub enum GigEvent {
         client_id: UserId,
         /// The hired freelancer.
         freelancer_id: UserId,
-        /// The currency of every amount in the contract.
-        currency: Currency,
         /// The agreed milestones, with the proposal's milestone ids.
         milestones: Vec<MilestoneTerms>,
-        /// Platform fee in basis points, fixed for the contract.
-        fee_bps: u32,
-        /// Days the client has to review a submission before it is approved automatically.
-        review_window_days: u32,
-        /// How many times the client may request changes per milestone.
-        max_revisions: u32,
+        /// The contract's terms: the gig's currency and the platform's terms at the hire.
+        terms: ContractTerms,
         /// When the proposal was accepted.
         accepted_at: DateTime<Utc>,
         /// When the gig was posted.
@@ -181,6 +189,7 @@ impl DomainEvent for GigEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        crate::upcast::current_version(<super::Gig as cqrs_es::Aggregate>::TYPE, &self.event_type())
+            .to_owned()
     }
 }

@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 
 pub use commands::GigCommand;
 pub use errors::GigError;
-pub use events::{Budget, GigEvent, MilestoneTerms};
+pub use events::{Budget, ContractTerms, GigEvent, MilestoneTerms};
 
 use crate::actor::{ActingAs, Actor, Authorise, Role};
 use crate::ids::{ContractId, GigId, ProposalId, UserId};
 use crate::money::{Currency, Money, BPS_PER_WHOLE};
+use crate::snapshot::SnapshotSchema;
 use crate::validate::trimmed_within;
 
 /// Most live (pending) proposals a gig holds at once: withdrawn, rejected and accepted ones do not
@@ -68,6 +69,11 @@ pub enum ProposalStatus {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Gig {
     state: Option<GigState>,
+}
+
+/// Bump on any change to the shape or meaning of `GigState` (or what it holds).
+impl SnapshotSchema for Gig {
+    const SNAPSHOT_VERSION: i32 = 1;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -581,11 +587,13 @@ impl Gig {
             contract_id,
             client_id: state.client_id,
             freelancer_id: proposal.freelancer_id,
-            currency: state.currency,
             milestones: proposal.milestones.clone(),
-            fee_bps: terms.fee_bps,
-            review_window_days: terms.review_window_days,
-            max_revisions: terms.max_revisions,
+            terms: ContractTerms {
+                currency: state.currency,
+                fee_bps: terms.fee_bps,
+                review_window_days: terms.review_window_days,
+                max_revisions: terms.max_revisions,
+            },
             accepted_at: at,
             posted_at: state.posted_at,
         })
@@ -891,11 +899,13 @@ mod tests {
             contract_id: contract_id(),
             client_id: client().user_id,
             freelancer_id: by.user_id,
-            currency: Currency::USD,
             milestones: vec![milestone(1, usd(20_000)), milestone(2, usd(30_000))],
-            fee_bps: 1_000,
-            review_window_days: 14,
-            max_revisions: 2,
+            terms: ContractTerms {
+                currency: Currency::USD,
+                fee_bps: 1_000,
+                review_window_days: 14,
+                max_revisions: 2,
+            },
             accepted_at: now(),
             posted_at: now(),
         }
@@ -2001,7 +2011,11 @@ mod tests {
             let json = serde_json::to_value(&event).unwrap();
             let tag = json.as_object().and_then(|o| o.keys().next().cloned());
             assert_eq!(tag, Some(event.event_type()));
-            assert_eq!(event.event_version(), "1");
+            let version = match event {
+                GigEvent::ProposalAccepted { .. } => "2",
+                _ => "1",
+            };
+            assert_eq!(event.event_version(), version, "{}", event.event_type());
             let back: GigEvent = serde_json::from_value(json).unwrap();
             assert_eq!(back, event);
         }

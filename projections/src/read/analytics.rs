@@ -210,7 +210,7 @@ async fn on_gig(
         }
         GigEvent::ProposalAccepted {
             contract_id,
-            currency,
+            terms,
             accepted_at,
             posted_at,
             ..
@@ -221,7 +221,7 @@ async fn on_gig(
             )
             .bind(contract_id.0)
             .bind(gig_id)
-            .bind(currency.code())
+            .bind(terms.currency.code())
             .bind(posted_at)
             .bind(accepted_at)
             .execute(&mut *tx)
@@ -240,7 +240,7 @@ async fn on_gig(
                     hires: 1,
                     ..DailyDelta::default()
                 };
-                add_daily(tx, *accepted_at, currency.code(), delta).await?;
+                add_daily(tx, *accepted_at, terms.currency.code(), delta).await?;
             }
         }
         GigEvent::ProposalWithdrawn { .. }

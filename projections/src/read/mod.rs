@@ -148,7 +148,13 @@ pub(crate) fn cursor_part<T: std::str::FromStr>(part: &str) -> Result<T, ReadErr
 
 /// Decodes `event` with its stream id; `None` for an aggregate type no read model knows.
 pub(crate) fn decode(event: &RecordedEvent) -> Result<Option<(Uuid, AnyEvent)>, HandlerError> {
-    let Some(decoded) = AnyEvent::decode(&event.aggregate_type, &event.payload)? else {
+    let Some(decoded) = AnyEvent::decode(
+        &event.aggregate_type,
+        &event.event_type,
+        &event.event_version,
+        &event.payload,
+    )?
+    else {
         return Ok(None);
     };
     let id = Uuid::parse_str(&event.aggregate_id)?;
