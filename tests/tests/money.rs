@@ -53,7 +53,11 @@ impl World {
         Self::process(&self.pool, &self.gateway, &self.clock)
     }
 
-    fn process(pool: &PgPool, gateway: &Arc<SimulatedGateway>, clock: &Arc<ManualClock>) -> Services {
+    fn process(
+        pool: &PgPool,
+        gateway: &Arc<SimulatedGateway>,
+        clock: &Arc<ManualClock>,
+    ) -> Services {
         Services::new(
             pool.clone(),
             ServicesConfig {
@@ -219,7 +223,11 @@ async fn funding_a_second_milestone_with_the_first_ones_key_never_voids_the_firs
     let _ = w.fund(contract, m[1], "k").await;
 
     w.assert_charges_match_deposits().await;
-    assert!(w.deposits().await.iter().any(|(id, _, _)| *id == m[0].to_string()));
+    assert!(w
+        .deposits()
+        .await
+        .iter()
+        .any(|(id, _, _)| *id == m[0].to_string()));
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
@@ -261,7 +269,10 @@ async fn a_deposit_that_times_out_never_voids_a_recorded_charge(pool: PgPool) {
 
     w.gateway.set_mode(GatewayMode::Hang);
     let timed_out = w.fund(contract, m[1], "k").await.unwrap_err();
-    assert_eq!(timed_out.kind(), Some(gigledger_domain::ErrorKind::Unavailable));
+    assert_eq!(
+        timed_out.kind(),
+        Some(gigledger_domain::ErrorKind::Unavailable)
+    );
     w.gateway.set_mode(GatewayMode::Succeed);
 
     w.assert_charges_match_deposits().await;
