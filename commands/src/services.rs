@@ -328,8 +328,8 @@ impl Services {
     ///
     /// A deposit charges the gateway, under the milestone's own provider-side key, before it can
     /// be written. If the deposit then certainly was not recorded although it may have charged
-    /// (refused on the database's state after charging on a stale one, lost every race, a gateway
-    /// that failed or timed out, a store failure certain not to have committed), `VoidCharge`
+    /// (refused on the database's state after charging on a stale one, lost every race, a store
+    /// failure certain not to have committed), `VoidCharge`
     /// records `ChargeVoided` for that milestone's charge, decided on the database's state (a
     /// recorded deposit keeps its charge), and then the provider voids the key. A client is
     /// never charged for a deposit the ledger does not hold, and no other milestone's charge is
@@ -554,15 +554,14 @@ impl Services {
 /// Whether a deposit that failed so may have left a charge no deposit records. Refusals decided
 /// before any charge (not the client, no such milestone, a bad key) charged nothing; a milestone
 /// already deposited has its one charge recorded; a store error that may have committed leaves
-/// it to reconciliation.
+/// it to reconciliation. A gateway failure writes nothing (DOMAIN.md): a charge the provider
+/// made all the same stands under the milestone's key, which the client's retry meets and
+/// records, and reconciliation reports it if no retry comes.
 fn may_leave_an_unrecorded_charge(e: &ServiceError) -> bool {
     matches!(
         e,
-        ServiceError::Escrow(
-            EscrowError::EscrowClosed
-                | EscrowError::InvariantViolated(_)
-                | EscrowError::Gateway(GatewayError::Unavailable(_) | GatewayError::Timeout)
-        ) | ServiceError::Conflict { .. }
+        ServiceError::Escrow(EscrowError::EscrowClosed | EscrowError::InvariantViolated(_))
+            | ServiceError::Conflict { .. }
             | ServiceError::NotRecorded(_)
     )
 }

@@ -64,11 +64,12 @@ pub enum GatewayError {
     #[error("the payment was declined: {0}")]
     Declined(String),
     /// The provider could not be reached or failed; retrying later may work. A real provider may
-    /// have charged before failing, so the caller voids the key.
+    /// have charged before failing: a retry under the same key meets that charge, and
+    /// reconciliation reports one that no retry came for.
     #[error("the payment provider is unavailable: {0}")]
     Unavailable(String),
     /// The provider did not answer in time (raised by the caller's timeout). The charge may still
-    /// be made, so the caller voids the key.
+    /// be made, as for `Unavailable`.
     #[error("the payment provider did not answer in time")]
     Timeout,
 }

@@ -10,12 +10,63 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use gigledger_commands::clock::{Clock, ManualClock};
+use gigledger_commands::provider::PgSimulatedGateway;
 use gigledger_commands::services::{RequestContext, ServiceError, Services, ServicesConfig};
 use gigledger_domain::{
-    Actor, Budget, ContractId, Currency, EscrowCommand, EscrowError, GatewayMode, GigCommand,
-    GigId, MilestoneId, MilestoneTerms, Money, ProposalId, Role, SimulatedGateway, UserId,
+    Actor, Budget, ChargeReference, ChargeRequest, ContractId, Currency, EscrowCommand,
+    EscrowError, GatewayMode, GigCommand, GigId, MilestoneId, MilestoneTerms, Money,
+    PaymentGateway, ProposalId, Role, SimulatedGateway, UserId,
 };
 use sqlx::PgPool;
+
+/// The provider the services charge through: the domain's in-memory simulation (one per test,
+/// shared by the test's "processes"), or the PostgreSQL-backed one `serve` uses (one instance per
+/// process, sharing the database's `provider` schema).
+enum Provider {
+    Memory(Arc<SimulatedGateway>),
+    Pg(Arc<PgSimulatedGateway>),
+}
+
+impl Provider {
+    /// The gateway a (new) process charges through.
+    fn for_process(&self, pool: &PgPool) -> Arc<dyn PaymentGateway> {
+        match self {
+            Self::Memory(g) => g.clone(),
+            Self::Pg(_) => Arc::new(PgSimulatedGateway::new(pool.clone())),
+        }
+    }
+
+    fn set_mode(&self, mode: GatewayMode) {
+        match self {
+            Self::Memory(g) => g.set_mode(mode),
+            Self::Pg(g) => g.set_mode(mode),
+        }
+    }
+
+    /// (charge ids voided, live charges' amounts).
+    async fn state(&self) -> (Vec<String>, Vec<i64>) {
+        match self {
+            Self::Memory(g) => {
+                let total = i64::try_from(g.charged_total(Currency::USD)).unwrap();
+                // The in-memory simulation sums; one entry per live charge is enough here.
+                let mut live = vec![0; g.charge_count()];
+                if let Some(first) = live.first_mut() {
+                    *first = total;
+                }
+                (g.voided(), live)
+            }
+            Self::Pg(g) => (
+                g.voided().await.unwrap(),
+                g.live_charges()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.amount.amount)
+                    .collect(),
+            ),
+        }
+    }
+}
 
 fn usd(amount: i64) -> Money {
     Money::new(amount, Currency::USD)
@@ -25,7 +76,7 @@ fn usd(amount: i64) -> Money {
 struct World {
     pool: PgPool,
     clock: Arc<ManualClock>,
-    gateway: Arc<SimulatedGateway>,
+    gateway: Provider,
     services: Services,
     client: Actor,
     freelancer: Actor,
@@ -33,11 +84,23 @@ struct World {
 
 impl World {
     fn new(pool: PgPool) -> Self {
+        Self::with(pool, Provider::Memory(Arc::new(SimulatedGateway::new())))
+    }
+
+    /// Charging through the PostgreSQL-backed provider, as `serve` does.
+    fn with_pg_provider(pool: PgPool) -> Self {
+        let provider = Arc::new(PgSimulatedGateway::new(pool.clone()));
+        Self::with(pool, Provider::Pg(provider))
+    }
+
+    fn with(pool: PgPool, gateway: Provider) -> Self {
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 11, 2, 9, 0, 0).unwrap(),
         ));
-        let gateway = Arc::new(SimulatedGateway::new());
-        let services = Self::process(&pool, &gateway, &clock);
+        let services = match &gateway {
+            Provider::Pg(g) => Self::process(&pool, g.clone(), &clock),
+            Provider::Memory(g) => Self::process(&pool, g.clone(), &clock),
+        };
         Self {
             pool,
             clock,
@@ -50,12 +113,16 @@ impl World {
 
     /// Another process on the same database and the same provider, with a cache of its own.
     fn other_process(&self) -> Services {
-        Self::process(&self.pool, &self.gateway, &self.clock)
+        Self::process(
+            &self.pool,
+            self.gateway.for_process(&self.pool),
+            &self.clock,
+        )
     }
 
     fn process(
         pool: &PgPool,
-        gateway: &Arc<SimulatedGateway>,
+        gateway: Arc<dyn PaymentGateway>,
         clock: &Arc<ManualClock>,
     ) -> Services {
         Services::new(
@@ -64,7 +131,7 @@ impl World {
                 gateway_timeout: std::time::Duration::from_millis(200),
                 ..ServicesConfig::default()
             },
-            gateway.clone(),
+            gateway,
             clock.clone(),
         )
     }
@@ -191,7 +258,7 @@ impl World {
     /// The provider holds exactly one live charge per recorded deposit, and nothing else.
     async fn assert_charges_match_deposits(&self) {
         let deposits = self.deposits().await;
-        let voided = self.gateway.voided();
+        let (voided, live) = self.gateway.state().await;
         for (milestone, charge, _) in &deposits {
             assert!(
                 !voided.contains(charge),
@@ -200,12 +267,12 @@ impl World {
         }
         let recorded: i64 = deposits.iter().map(|(_, _, amount)| amount).sum();
         assert_eq!(
-            self.gateway.charged_total(Currency::USD),
-            i128::from(recorded),
+            live.iter().sum::<i64>(),
+            recorded,
             "live charges at the provider ({} of them) against recorded deposits {deposits:?}",
-            self.gateway.charge_count()
+            live.len()
         );
-        assert_eq!(self.gateway.charge_count(), deposits.len());
+        assert_eq!(live.len(), deposits.len());
     }
 }
 
@@ -376,4 +443,225 @@ async fn a_charge_whose_append_is_refused_by_the_database_is_voided(pool: PgPool
     w.fund(contract, m[0], "k").await.unwrap();
     w.assert_charges_match_deposits().await;
     assert_eq!(w.deposits().await.len(), 1);
+}
+
+// The same guarantees through the PostgreSQL-backed provider `serve` uses: each process has its
+// own client of it, and they share its records (item 4).
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn two_processes_with_their_own_provider_clients_charge_one_milestone_once(pool: PgPool) {
+    let w = World::with_pg_provider(pool);
+    let (contract, m) = w.contract(&[70_00]).await;
+    let b = w.other_process();
+    b.load_escrow(contract).await.unwrap();
+
+    w.fund(contract, m[0], "k1").await.unwrap();
+    let second = w
+        .fund_as(&b, &w.client, contract, m[0], "k2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(second, ServiceError::Escrow(EscrowError::AlreadyDeposited)),
+        "{second:?}"
+    );
+
+    w.assert_charges_match_deposits().await;
+    assert_eq!(w.deposits().await.len(), 1);
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn through_the_shared_provider_a_refused_append_is_voided_and_a_later_deposit_charges_anew(
+    pool: PgPool,
+) {
+    let w = World::with_pg_provider(pool.clone());
+    let (contract, m) = w.contract(&[70_00, 30_00]).await;
+    w.fund(contract, m[0], "k").await.unwrap();
+    refuse_deposits(&pool).await;
+
+    let failed = w.fund(contract, m[1], "k").await.unwrap_err();
+    assert!(matches!(failed, ServiceError::NotRecorded(_)), "{failed:?}");
+    w.assert_charges_match_deposits().await;
+
+    allow_deposits(&pool).await;
+    w.fund(contract, m[1], "k").await.unwrap();
+    w.assert_charges_match_deposits().await;
+    let (voided, _) = w.gateway.state().await;
+    assert_eq!(voided.len(), 1, "the first attempt's charge, and only it");
+}
+
+// Store failures are told apart at the depth they happen (item 3).
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn store_failures_that_cannot_have_committed_are_told_from_those_that_may_have(pool: PgPool) {
+    use gigledger_commands::store::{classify, WriteOutcome};
+    use sqlx::postgres::PgPoolOptions;
+    use sqlx::Connection;
+
+    let options = (*pool.connect_options()).clone();
+    // No connection to be had: the statement never left.
+    let tiny = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_millis(50))
+        .connect_with(options.clone())
+        .await
+        .unwrap();
+    let held = tiny.acquire().await.unwrap();
+    let starved = sqlx::query("select 1").execute(&tiny).await.unwrap_err();
+    assert!(matches!(starved, sqlx::Error::PoolTimedOut), "{starved:?}");
+    assert_eq!(classify(&starved), WriteOutcome::NotCommitted);
+    drop(held);
+
+    let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    // A statement timeout is an ERROR: the statement's transaction rolled back.
+    sqlx::query("set statement_timeout = '20ms'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let timed_out = sqlx::query("select pg_sleep(5)")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        classify(&timed_out),
+        WriteOutcome::NotCommitted,
+        "{timed_out:?}"
+    );
+    // A constraint other than the events' primary key, and a trigger's refusal.
+    let constraint = sqlx::query("insert into provider.charges (idempotency_key) values ('x')")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        classify(&constraint),
+        WriteOutcome::NotCommitted,
+        "{constraint:?}"
+    );
+    let refused = sqlx::query("do $$ begin raise exception 'refused'; end $$")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        classify(&refused),
+        WriteOutcome::NotCommitted,
+        "{refused:?}"
+    );
+
+    // The server ends the session under the statement: it may have committed.
+    let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("select pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let ended = sqlx::query("select 1")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(classify(&ended), WriteOutcome::Unknown, "{ended:?}");
+}
+
+// `gigledger audit reconcile`, the real binary (item 4).
+
+const BIN: &str = env!("CARGO_BIN_EXE_gigledger-under-test");
+
+async fn reconcile(pool: &PgPool) -> std::process::Output {
+    let name: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&gigledger_tests::admin_url()).unwrap();
+    url.set_path(&name);
+    std::process::Command::new(BIN)
+        .args(["audit", "reconcile"])
+        .env("DATABASE_URL", url.as_str())
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn reconcile_passes_when_every_charge_has_its_one_deposit(pool: PgPool) {
+    let w = World::with_pg_provider(pool.clone());
+    let (contract, m) = w.contract(&[70_00, 30_00]).await;
+    w.fund(contract, m[0], "k").await.unwrap();
+    // A voided charge and its ChargeVoided are in agreement too.
+    refuse_deposits(&pool).await;
+    w.fund(contract, m[1], "k").await.unwrap_err();
+    allow_deposits(&pool).await;
+    w.fund(contract, m[1], "k").await.unwrap();
+
+    let out = reconcile(&pool).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: 3 charges and deposits checked"),
+        "{stdout}"
+    );
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn reconcile_names_a_charge_without_deposit_and_a_deposit_whose_charge_was_voided(
+    pool: PgPool,
+) {
+    let w = World::with_pg_provider(pool.clone());
+    let (contract, m) = w.contract(&[70_00, 30_00]).await;
+    w.fund(contract, m[0], "k").await.unwrap();
+    let (escrow, _) = w.services.load_escrow(contract).await.unwrap();
+    let provider = PgSimulatedGateway::new(pool.clone());
+    // A process charged milestone 2 and died before appending its deposit.
+    let orphan = provider
+        .charge(ChargeRequest {
+            idempotency_key: escrow.charge_key(m[1]).unwrap(),
+            amount: usd(30_00),
+            payer: w.client.user_id,
+            reference: ChargeReference {
+                contract_id: contract,
+                milestone_id: m[1],
+            },
+        })
+        .await
+        .unwrap();
+    // Milestone 1's recorded charge was voided at the provider behind the ledger's back.
+    provider
+        .void(&escrow.charge_key(m[0]).unwrap())
+        .await
+        .unwrap();
+    let recorded = &w.deposits().await[0].1;
+
+    let out = reconcile(&pool).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("charge {}", orphan.charge_id))
+            && stdout.contains("no deposit records it"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "names charge {recorded}, which the provider voided"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 mismatches"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The client's retry meets the orphaned charge under the milestone's key and records it.
+    w.fund(contract, m[1], "retry").await.unwrap();
+    assert_eq!(w.deposits().await[1].1, orphan.charge_id);
+    let out = reconcile(&pool).await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 mismatches"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
