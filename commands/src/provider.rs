@@ -113,10 +113,11 @@ impl PgSimulatedGateway {
             .await
     }
 
+    /// Takes the charge, or says why not (`Ok(Err(..))`); `Err` when the records cannot be reached.
     async fn take(
         &self,
         req: &ChargeRequest,
-    ) -> Result<Result<ChargeReceipt, String>, sqlx::Error> {
+    ) -> Result<Result<ChargeReceipt, GatewayError>, sqlx::Error> {
         let inserted: Option<String> = sqlx::query_scalar(CHARGE)
             .bind(&req.idempotency_key)
             .bind(req.amount.amount)
@@ -136,9 +137,7 @@ impl PgSimulatedGateway {
         let voided: bool = row.try_get("voided")?;
         let charge_id: Option<String> = row.try_get("charge_id")?;
         let (Some(charge_id), false) = (charge_id, voided) else {
-            return Ok(Err(
-                "the charge under this idempotency key was voided".to_owned()
-            ));
+            return Ok(Err(GatewayError::Voided));
         };
         let same = row.try_get::<Option<i64>, _>("amount")? == Some(req.amount.amount)
             && row.try_get::<Option<String>, _>("currency")?.as_deref()
@@ -150,7 +149,9 @@ impl PgSimulatedGateway {
         Ok(if same {
             Ok(ChargeReceipt { charge_id })
         } else {
-            Err("the idempotency key was already used for a different charge".to_owned())
+            Err(GatewayError::Declined(
+                "the idempotency key was already used for a different charge".to_owned(),
+            ))
         })
     }
 }
@@ -184,7 +185,7 @@ impl PaymentGateway for PgSimulatedGateway {
                 "the simulated gateway is set to fail".to_owned(),
             )),
             GatewayMode::Succeed => match self.take(&req).await {
-                Ok(answer) => answer.map_err(GatewayError::Declined),
+                Ok(answer) => answer,
                 Err(e) => Err(unavailable(&e)),
             },
         }

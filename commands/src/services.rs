@@ -554,14 +554,19 @@ impl Services {
 /// Whether a deposit that failed so may have left a charge no deposit records. Refusals decided
 /// before any charge (not the client, no such milestone, a bad key) charged nothing; a milestone
 /// already deposited has its one charge recorded; a store error that may have committed leaves
-/// it to reconciliation. A gateway failure writes nothing (DOMAIN.md): a charge the provider
+/// it to reconciliation. A key the provider reports voided, though the escrow has no
+/// `ChargeVoided` for it (voided at the provider directly), gets one, so that the client's retry
+/// charges under the next key. A gateway failure writes nothing (DOMAIN.md): a charge the provider
 /// made all the same stands under the milestone's key, which the client's retry meets and
 /// records, and reconciliation reports it if no retry comes.
 fn may_leave_an_unrecorded_charge(e: &ServiceError) -> bool {
     matches!(
         e,
-        ServiceError::Escrow(EscrowError::EscrowClosed | EscrowError::InvariantViolated(_))
-            | ServiceError::Conflict { .. }
+        ServiceError::Escrow(
+            EscrowError::EscrowClosed
+                | EscrowError::InvariantViolated(_)
+                | EscrowError::Gateway(GatewayError::Voided)
+        ) | ServiceError::Conflict { .. }
             | ServiceError::NotRecorded(_)
     )
 }

@@ -72,6 +72,10 @@ pub enum GatewayError {
     /// be made, as for `Unavailable`.
     #[error("the payment provider did not answer in time")]
     Timeout,
+    /// The key was voided: nothing is charged under it again. The escrow records the void and
+    /// charges the milestone's next attempt under a new key.
+    #[error("the charge under this idempotency key was voided; try again")]
+    Voided,
 }
 
 /// Takes payments. Implementations must be idempotent per `idempotency_key`.
@@ -82,7 +86,7 @@ pub trait PaymentGateway: Send + Sync {
 
     /// Cancels the charge made under `idempotency_key`, for a charge whose deposit is certainly not
     /// recorded (the escrow recorded `ChargeVoided` for the key first), and refuses every later
-    /// charge under the key (`Declined`), so a void that overtakes a slow charge still wins.
+    /// charge under the key (`Voided`), so a void that overtakes a slow charge still wins.
     /// Voiding a key with no charge only does the latter; voiding twice changes nothing.
     async fn void(&self, idempotency_key: &str) -> Result<(), GatewayError>;
 }
@@ -203,9 +207,7 @@ impl SimulatedGateway {
                     reference: req.reference,
                 };
                 if ledger.voided_keys.contains(&req.idempotency_key) {
-                    return Outcome::Answer(Err(GatewayError::Declined(
-                        "the charge under this idempotency key was voided".to_owned(),
-                    )));
+                    return Outcome::Answer(Err(GatewayError::Voided));
                 }
                 if let Some((first, receipt)) = ledger.charges.get(&req.idempotency_key) {
                     return Outcome::Answer(if *first == fingerprint {
@@ -325,16 +327,16 @@ mod tests {
         gateway.void("a").await.unwrap();
         gateway.void("a").await.unwrap();
         assert_eq!(gateway.voided(), vec![charged.charge_id]);
-        assert!(matches!(
+        assert_eq!(
             gateway.charge(request("a", 100)).await,
-            Err(GatewayError::Declined(_))
-        ));
+            Err(GatewayError::Voided)
+        );
         // A void that overtakes its charge (a timed-out request) still wins.
         gateway.void("b").await.unwrap();
-        assert!(matches!(
+        assert_eq!(
             gateway.charge(request("b", 100)).await,
-            Err(GatewayError::Declined(_))
-        ));
+            Err(GatewayError::Voided)
+        );
         assert_eq!(gateway.charge_count(), 0);
         assert_eq!(gateway.charged_total(Currency::USD), 0);
     }

@@ -1,10 +1,7 @@
 //! Money at the edge of the escrow: charges at the payment provider against the deposits the
 //! ledger records, through the command services on the real PostgreSQL. Every test ends on the
-//! same invariant: the provider's live charges are exactly the recorded deposits.
-#![expect(
-    clippy::inconsistent_digit_grouping,
-    reason = "amounts in minor units are written units_cents: 100_00 is 100.00 USD"
-)]
+//! same invariant: the provider's live charges are exactly the recorded deposits. Amounts are in
+//! minor units: 70_00 is 70.00 USD.
 
 use std::sync::Arc;
 
@@ -664,4 +661,30 @@ async fn reconcile_names_a_charge_without_deposit_and_a_deposit_whose_charge_was
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_milestone_whose_charge_was_voided_at_the_provider_directly_can_still_be_funded(
+    pool: PgPool,
+) {
+    let w = World::with_pg_provider(pool.clone());
+    let (contract, m) = w.contract(&[70_00]).await;
+    let (escrow, _) = w.services.load_escrow(contract).await.unwrap();
+    // Someone voided the milestone's key at the provider, behind the ledger's back.
+    PgSimulatedGateway::new(pool.clone())
+        .void(&escrow.charge_key(m[0]).unwrap())
+        .await
+        .unwrap();
+
+    let refused = w.fund(contract, m[0], "k").await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ServiceError::Escrow(EscrowError::Gateway(gigledger_domain::GatewayError::Voided))
+        ),
+        "{refused:?}"
+    );
+    // The escrow now knows the key is spent; the retry charges under the next one.
+    w.fund(contract, m[0], "k").await.unwrap();
+    w.assert_charges_match_deposits().await;
 }
