@@ -26,16 +26,25 @@ const PAIRS: &str = "
                payload->'FundsDeposited'->'amount'->>'currency' as currency
           from events
          where aggregate_type = 'escrow' and event_type = 'FundsDeposited'
+    ), voids as (
+        -- keys the escrow voided (ChargeVoided): a charge still standing under one is a void
+        -- that never reached the provider
+        select distinct payload->'ChargeVoided'->>'charge_key' as charge_key
+          from events
+         where aggregate_type = 'escrow' and event_type = 'ChargeVoided'
     ), charges as (
         -- a key voided before any charge was made under it holds no money
         select charge_id, idempotency_key, amount, currency, voided_at is not null as voided,
-               contract_id::text as contract_id, milestone_id::text as milestone_id
+               contract_id::text as contract_id, milestone_id::text as milestone_id,
+               exists (select 1 from voids where voids.charge_key = idempotency_key)
+                   as voided_by_escrow
           from provider.charges
          where charge_id is not null
     )
     select c.charge_id as charge_id, c.idempotency_key, c.amount as charged,
            c.currency as charged_currency, coalesce(c.voided, false) as voided,
            c.contract_id as charged_contract, c.milestone_id as charged_milestone,
+           coalesce(c.voided_by_escrow, false) as voided_by_escrow,
            d.charge_id as deposit_charge_id, d.contract_id, d.milestone_id,
            d.amount as deposited, d.currency as deposited_currency,
            count(d.charge_id) over (partition by d.charge_id) as deposits_of_charge
@@ -47,7 +56,9 @@ const PAIRS: &str = "
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mismatch {
-    /// A charge stands at the provider and no deposit records it.
+    /// A charge stands at the provider and no deposit records it. `voided_by_escrow`: the escrow
+    /// recorded `ChargeVoided` for its key, so only the provider's void is missing (the process
+    /// died, or the provider failed, between the two); void the key at the provider.
     ChargeWithoutDeposit {
         charge_id: String,
         idempotency_key: String,
@@ -55,6 +66,7 @@ pub enum Mismatch {
         milestone_id: Option<String>,
         amount: i64,
         currency: String,
+        voided_by_escrow: bool,
     },
     /// A deposit names a charge the provider does not have.
     DepositWithoutCharge {
@@ -96,12 +108,18 @@ impl std::fmt::Display for Mismatch {
                 milestone_id,
                 amount,
                 currency,
+                voided_by_escrow,
             } => write!(
                 f,
                 "charge {charge_id} ({amount} {currency}, key {idempotency_key}, contract {}, \
-                 milestone {}) stands at the provider and no deposit records it",
+                 milestone {}) stands at the provider and no deposit records it{}",
                 contract_id.as_deref().unwrap_or("?"),
                 milestone_id.as_deref().unwrap_or("?"),
+                if *voided_by_escrow {
+                    "; the escrow voided its key, so void it at the provider"
+                } else {
+                    ""
+                },
             ),
             Self::DepositWithoutCharge {
                 charge_id,
@@ -197,6 +215,7 @@ pub async fn reconcile(pool: &PgPool) -> Result<Reconciliation, sqlx::Error> {
                         milestone_id: row.try_get("charged_milestone")?,
                         amount: row.try_get("charged")?,
                         currency: row.try_get("charged_currency")?,
+                        voided_by_escrow: row.try_get("voided_by_escrow")?,
                     });
                 }
             }

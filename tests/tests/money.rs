@@ -688,3 +688,43 @@ async fn a_milestone_whose_charge_was_voided_at_the_provider_directly_can_still_
     w.fund(contract, m[0], "k").await.unwrap();
     w.assert_charges_match_deposits().await;
 }
+
+/// The provider, except that every void fails (it is down by the time the void is sent).
+struct VoidsFail(Arc<PgSimulatedGateway>);
+
+#[async_trait::async_trait]
+impl PaymentGateway for VoidsFail {
+    async fn charge(
+        &self,
+        req: ChargeRequest,
+    ) -> Result<gigledger_domain::ChargeReceipt, gigledger_domain::GatewayError> {
+        self.0.charge(req).await
+    }
+
+    async fn void(&self, _key: &str) -> Result<(), gigledger_domain::GatewayError> {
+        Err(gigledger_domain::GatewayError::Unavailable(
+            "down for the test".to_owned(),
+        ))
+    }
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn reconcile_tells_a_void_that_never_reached_the_provider(pool: PgPool) {
+    let mut w = World::with_pg_provider(pool.clone());
+    w.services = World::process(
+        &pool,
+        Arc::new(VoidsFail(Arc::new(PgSimulatedGateway::new(pool.clone())))),
+        &w.clock,
+    );
+    let (contract, m) = w.contract(&[70_00]).await;
+    refuse_deposits(&pool).await;
+    w.fund(contract, m[0], "k").await.unwrap_err();
+
+    let out = reconcile(&pool).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("the escrow voided its key, so void it at the provider"),
+        "{stdout}"
+    );
+}
