@@ -329,12 +329,12 @@ impl Services {
     /// A deposit charges the gateway, under the milestone's own provider-side key, before it can
     /// be written. If the deposit then certainly was not recorded although it may have charged
     /// (refused on the database's state after charging on a stale one, lost every race, a store
-    /// failure certain not to have committed), `VoidCharge`
-    /// records `ChargeVoided` for that milestone's charge, decided on the database's state (a
-    /// recorded deposit keeps its charge), and then the provider voids the key. A client is
-    /// never charged for a deposit the ledger does not hold, and no other milestone's charge is
-    /// touched. After a store error that may have committed nothing is voided: reconciliation
-    /// (`crate::reconcile`) finds such a charge.
+    /// failure certain not to have committed), `VoidCharge` records `ChargeVoided` for that
+    /// milestone's charge, decided on the database's state (a recorded deposit keeps its
+    /// charge), and then the provider voids the key. A client is never charged for a deposit the
+    /// ledger does not hold, and no other milestone's charge is touched. After a store error
+    /// that may have committed nothing is voided: reconciliation (`crate::reconcile`) finds
+    /// such a charge.
     pub async fn escrow(
         &self,
         contract_id: ContractId,
@@ -368,8 +368,8 @@ impl Services {
         milestone: MilestoneId,
         deposit: &CommandMetadata,
     ) {
+        // Same request, caused by the refused deposit command, sent by the platform.
         let metadata = CommandMetadata {
-            causation_id: deposit.causation_id.clone(),
             actor_id: "system".to_owned(),
             actor_role: "system".to_owned(),
             ..deposit.clone()
