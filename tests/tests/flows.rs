@@ -866,7 +866,18 @@ async fn a_deposit_that_charged_then_lost_to_a_cancellation_has_its_charge_voide
         ),
         "{err:?}"
     );
-    assert_eq!(w.event_count().await, before, "nothing recorded");
+    // No deposit is recorded; the void is (ChargeVoided), before the provider is asked.
+    let written: Vec<String> = sqlx::query_scalar(
+        "select event_type from events where aggregate_type = 'escrow' and aggregate_id = $1
+            and position > (select max(position) from events where event_type = 'EscrowClosed'
+                               and aggregate_id = $1)",
+    )
+    .bind(contract.to_string())
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(written, vec!["ChargeVoided".to_owned()]);
+    assert_eq!(w.event_count().await, before + 1);
     assert_eq!(
         w.gateway.voided().len(),
         1,

@@ -350,7 +350,8 @@ async fn on_escrow(
         EscrowEvent::EscrowOpened { .. }
         | EscrowEvent::FundsDeposited { .. }
         | EscrowEvent::FundsFrozen { .. }
-        | EscrowEvent::EscrowClosed { .. } => return Ok(()),
+        | EscrowEvent::EscrowClosed { .. }
+        | EscrowEvent::ChargeVoided { .. } => return Ok(()),
     };
     let currency = gross.currency.code();
     let inserted = sqlx::query(

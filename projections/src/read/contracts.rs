@@ -486,7 +486,7 @@ async fn apply_escrow(
                 .execute(&mut *tx)
                 .await?;
         }
-        EscrowEvent::EscrowClosed { .. } => {}
+        EscrowEvent::EscrowClosed { .. } | EscrowEvent::ChargeVoided { .. } => {}
     }
     Ok(())
 }

@@ -534,7 +534,8 @@ async fn on_escrow(
         }
         EscrowEvent::FundsDeposited { .. }
         | EscrowEvent::FundsFrozen { .. }
-        | EscrowEvent::EscrowClosed { .. } => {}
+        | EscrowEvent::EscrowClosed { .. }
+        | EscrowEvent::ChargeVoided { .. } => {}
     }
     Ok(())
 }

@@ -202,7 +202,8 @@ async fn on_escrow(
         EscrowEvent::FundsDeposited { .. }
         | EscrowEvent::FundsFrozen { .. }
         | EscrowEvent::FundsRefunded { .. }
-        | EscrowEvent::EscrowClosed { .. } => {}
+        | EscrowEvent::EscrowClosed { .. }
+        | EscrowEvent::ChargeVoided { .. } => {}
     }
     Ok(())
 }
