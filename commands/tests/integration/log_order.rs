@@ -278,7 +278,7 @@ async fn the_database_replaces_forged_store_assigned_values_whoever_writes(pool:
     // A reader sees it as the next event of the log (once every older transaction of the
     // cluster, another test's included, has ended).
     let mut read = Vec::new();
-    for _ in 0..1000 {
+    for _ in 0..6000 {
         read = read_after(&pool, Checkpoint::START, 10).await.unwrap();
         if !read.is_empty() {
             break;
@@ -317,7 +317,7 @@ async fn an_append_whose_predecessor_was_written_by_a_later_transaction_is_refus
     let mut y = Vec::new();
     // Bounded: the settled horizon is the cluster's, so another test's long transaction can hold
     // the reader back for a while.
-    for _ in 0..2000 {
+    for _ in 0..6000 {
         let batch = read_after(&pool, from, 100).await.unwrap();
         if let Some(last) = batch.last() {
             from = last.checkpoint();
