@@ -12,6 +12,9 @@
 //!    wait: it runs under a `lock_timeout`, and on a deadlock or timeout it catches up again and
 //!    retries, so the replay is never wasted and readers are never blocked for long.
 //!
+//! The swap also drops the analysts' views (schema `analytics`, over tables of `read`) before it
+//! drops tables, and defines them again over the moved-in copies, in the same transaction.
+//!
 //! One rebuild per read model at a time, across processes: a rebuild holds a session advisory
 //! lock (on a dedicated connection, so it ends with the rebuild or its process) from step 1 to the
 //! end, and a second one is refused at once. Two replays into the same copy would otherwise each
@@ -149,6 +152,11 @@ async fn swap(
         .execute(&mut *tx)
         .await?;
     let copy = load_checkpoint(pool, &target.checkpoint).await?;
+    // The analysts' views read tables of `read` by oid: they go before the tables do and are
+    // defined again over the moved-in copies below (migrations/20261201000120_analyst_schema.sql).
+    sqlx::query("select analyst_views_drop()")
+        .execute(&mut *tx)
+        .await?;
     for table in tables {
         let table = checked(table)?;
         sqlx::query(&format!("drop table read.{table}"))
@@ -176,11 +184,11 @@ async fn swap(
         .bind(&target.checkpoint)
         .execute(&mut *tx)
         .await?;
-    // Moved tables keep the grants they were created with in read_rebuild; restate the read
-    // schema's.
-    sqlx::query("grant select on all tables in schema read to gigledger_analyst")
+    sqlx::query("select analyst_views_create()")
         .execute(&mut *tx)
         .await?;
+    // Moved tables keep the grants they were created with in read_rebuild (none); restate the
+    // application's. Analysts get nothing in `read`: they read the views of schema `analytics`.
     sqlx::query(
         "grant select, insert, update, delete on all tables in schema read to gigledger_app",
     )
