@@ -456,7 +456,7 @@ pub async fn get_gig<'e>(
 
 /// The contract a gig's hire started, for one of its parties: the gig's client or the hired
 /// freelancer (from the contracts read model, which knows the freelancer). `None` for anyone
-/// else, as for a gig nobody was hired on, so a stranger cannot tell the two apart.
+/// else, and for a gig nobody was hired on (the card's status says which it is).
 pub async fn hired_contract<'e>(
     db: impl PgExecutor<'e>,
     gig_id: GigId,
