@@ -867,7 +867,12 @@ async fn the_read_functions_tell_each_party_what_happened(pool: PgPool) {
     assert_eq!(gig1.skills, ["rust", "postgres", "api"]);
     assert_eq!(gig1.status, GigStatus::Hired);
     assert_eq!(gig1.proposals_count, 3);
-    assert_eq!(gig1.hired_contract_id, Some(s.contract1.0));
+    assert_eq!(
+        gig_board::hired_contract(&pool, s.gig1, s.client1.user_id)
+            .await
+            .expect("reads"),
+        Some(s.contract1)
+    );
     assert_eq!(gig1.deadline, NaiveDate::from_ymd_opt(2026, 12, 31));
 
     // Proposals: the owner's view of the gig, in arrival order; a freelancer's, newest first.
@@ -1126,12 +1131,15 @@ async fn the_read_functions_tell_each_party_what_happened(pool: PgPool) {
     let gmv = analytics::gmv(&pool, day(), day(), analytics::Interval::Month, None)
         .await
         .expect("reads");
-    let month = NaiveDate::from_ymd_opt(2026, 11, 1).expect("a date");
     assert_eq!(
         gmv.iter()
-            .map(|g| (g.period, g.currency.as_str(), g.gmv_released, g.refunds))
+            .flat_map(|g| g.totals.iter().map(move |t| (g.start, g.end, t)))
+            .map(|(start, end, t)| (start, end, t.currency.as_str(), t.gmv_released, t.refunds))
             .collect::<Vec<_>>(),
-        [(month, "EUR", 0, 30_000), (month, "USD", 27_000, 8_000)]
+        [
+            (day(), day(), "EUR", 0, 30_000),
+            (day(), day(), "USD", 27_000, 8_000)
+        ]
     );
     let hires = analytics::time_to_hire(&pool, day(), day())
         .await

@@ -8,7 +8,7 @@
 //! a gig even when ranks and times are equal.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use gigledger_domain::{Budget, GigEvent, GigId, GigStatus, Money, UserId};
+use gigledger_domain::{Budget, ContractId, GigEvent, GigId, GigStatus, Money, UserId};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
@@ -197,7 +197,8 @@ async fn apply(
     Ok(())
 }
 
-/// One gig as the board shows it.
+/// One gig as the board shows it to anyone signed in. It carries no contract id: a hired gig's
+/// contract is the parties' business ([`hired_contract`]), as the API answers 404 to anyone else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GigCard {
     pub gig_id: GigId,
@@ -211,14 +212,13 @@ pub struct GigCard {
     pub revised_at: Option<DateTime<Utc>>,
     pub proposals_count: i64,
     pub status: GigStatus,
-    pub hired_contract_id: Option<Uuid>,
     /// Relevance to the query in millionths of `ts_rank` (0 without a query).
     pub rank: i64,
 }
 
 const CARD_COLUMNS: &str = "g.gig_id, g.client_id, g.title, g.description, g.skills, \
      g.budget_kind, g.currency, g.budget_min, g.budget_max, g.deadline, g.posted_at, \
-     g.revised_at, g.proposals_count, g.status, g.hired_contract_id";
+     g.revised_at, g.proposals_count, g.status";
 
 pub(crate) fn gig_status(text: &str) -> Result<GigStatus, sqlx::Error> {
     match text {
@@ -266,7 +266,6 @@ impl FromRow<'_, PgRow> for GigCard {
             revised_at: row.try_get("revised_at")?,
             proposals_count: row.try_get("proposals_count")?,
             status: gig_status(&status)?,
-            hired_contract_id: row.try_get("hired_contract_id")?,
             rank: row.try_get::<Option<i64>, _>("rank")?.unwrap_or(0),
         })
     }
@@ -453,4 +452,28 @@ pub async fn get_gig<'e>(
         .bind(gig_id.0)
         .fetch_optional(db)
         .await?)
+}
+
+/// The contract a gig's hire started, for one of its parties: the gig's client or the hired
+/// freelancer (from the contracts read model, which knows the freelancer). `None` for anyone
+/// else, and for a gig nobody was hired on (the card's status says which it is).
+pub async fn hired_contract<'e>(
+    db: impl PgExecutor<'e>,
+    gig_id: GigId,
+    reader: UserId,
+) -> Result<Option<ContractId>, ReadError> {
+    // Two primary-key lookups. The client is known to the board at once; the freelancer once
+    // the contracts model has projected ContractStarted.
+    let contract: Option<Uuid> = sqlx::query_scalar(
+        "select g.hired_contract_id from read.gig_board g
+          where g.gig_id = $1 and g.hired_contract_id is not null
+            and (g.client_id = $2
+                 or exists (select 1 from read.contracts c
+                             where c.contract_id = g.hired_contract_id and c.freelancer_id = $2))",
+    )
+    .bind(gig_id.0)
+    .bind(reader.0)
+    .fetch_optional(db)
+    .await?;
+    Ok(contract.map(ContractId))
 }
