@@ -906,15 +906,6 @@ pub enum DisputeStatus {
     Resolved,
 }
 
-impl DisputeStatus {
-    const fn text(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Resolved => "resolved",
-        }
-    }
-}
-
 /// One dispute as the admin queue lists it (`GET /v1/disputes`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct QueuedDispute {
@@ -967,7 +958,7 @@ const QUEUE_CURSOR: &str = "dq";
 /// `GET /v1/disputes?status=`: the admin's dispute queue, in the order disputes were opened (the
 /// DisputeOpened event's position), every dispute or only those in `status`, each with the amount
 /// its escrow froze. Each form is one static statement reading its index
-/// (`contract_disputes_queue`, `contract_disputes_opened`) from the cursor to the page's end; the
+/// (`contract_disputes_open`, `_resolved`, `_opened`) from the cursor to the page's end; the
 /// first page starts after the sentinel position -1, so the cursor is always an index condition.
 /// The frozen amount comes from the milestone's escrow balance: a freeze holds everything the
 /// milestone holds, and until the freeze nothing was released or refunded, so once settled it is
@@ -983,9 +974,11 @@ pub async fn dispute_queue<'e>(
         None => -1,
         Some(c) => cursor_part(decode_cursor(c, QUEUE_CURSOR, 1)?[0])?,
     };
+    // One static statement per status, naming it as a literal so that each is planned on its
+    // partial index (`contract_disputes_open`, `contract_disputes_resolved`), generic plans too.
     let rows: Vec<QueuedDispute> =
         match status {
-            Some(status) => sqlx::query_as(
+            Some(DisputeStatus::Open) => sqlx::query_as(
                 "select d.dispute_id, d.contract_id, d.milestone_id, m.title as milestone_title,
                         d.opened_by, d.opened_at, d.reason, d.status, d.resolved_at,
                         d.opened_position,
@@ -998,11 +991,31 @@ pub async fn dispute_queue<'e>(
                           on m.contract_id = d.contract_id and m.milestone_id = d.milestone_id
                    left join read.contract_escrow_balances b
                           on b.contract_id = d.contract_id and b.milestone_id = d.milestone_id
-                  where d.status = $1 and d.opened_position > $2
+                  where d.status = 'open' and d.opened_position > $1
                   order by d.opened_position
-                  limit $3",
+                  limit $2",
             )
-            .bind(status.text())
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(db)
+            .await?,
+            Some(DisputeStatus::Resolved) => sqlx::query_as(
+                "select d.dispute_id, d.contract_id, d.milestone_id, m.title as milestone_title,
+                        d.opened_by, d.opened_at, d.reason, d.status, d.resolved_at,
+                        d.opened_position,
+                        case when b.frozen then b.held
+                             when b.settled then b.released_gross + b.refunded
+                        end as amount_frozen,
+                        b.currency as frozen_currency
+                   from read.contract_disputes d
+                   left join read.contract_milestones m
+                          on m.contract_id = d.contract_id and m.milestone_id = d.milestone_id
+                   left join read.contract_escrow_balances b
+                          on b.contract_id = d.contract_id and b.milestone_id = d.milestone_id
+                  where d.status = 'resolved' and d.opened_position > $1
+                  order by d.opened_position
+                  limit $2",
+            )
             .bind(after)
             .bind(limit + 1)
             .fetch_all(db)
