@@ -19,6 +19,13 @@
 //! listed in the order the projection applied them, `(transaction_id, position)`: a notification
 //! added later always sorts after every one already listed, so a client following the cursor
 //! (e.g. an SSE stream resumed with `Last-Event-ID`) never misses one that committed late.
+//! `GET /v1/me/notifications` lists them in that order reversed (newest first).
+//!
+//! Whether a notification was read is the user's, not the events': each user has one read mark,
+//! a `(transaction_id, position)` in `notification_read_marks`, and a notification is read when it
+//! sorts at or before the mark. That table is not in [`TABLES`], so a rebuild, which replaces the
+//! tables it lists, keeps every mark; and since the log order of an event never changes, a mark
+//! names the same notifications in the rebuilt tables.
 
 use chrono::{DateTime, Utc};
 use gigledger_domain::{ContractEvent, EscrowEvent, GigEvent, UserId};
