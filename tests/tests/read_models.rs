@@ -16,6 +16,7 @@ use gigledger_domain::{
 };
 use gigledger_projections::log::{read_after, Checkpoint, RecordedEvent};
 use gigledger_projections::read::gig_board::{self, GigCard, GigQuery, GigSort};
+use gigledger_projections::read::proposals::ProposalViewStatus;
 use gigledger_projections::read::{
     self, analytics, contracts, ledger, notifications, proposals, user_stats, ReadError,
 };
@@ -879,7 +880,7 @@ async fn the_read_functions_tell_each_party_what_happened(pool: PgPool) {
     let on_gig1 = proposals::proposals_of_gig(&pool, s.gig1, None, None)
         .await
         .expect("reads");
-    let summary: Vec<(UserId, ProposalStatus)> = on_gig1
+    let summary: Vec<(UserId, ProposalViewStatus)> = on_gig1
         .items
         .iter()
         .map(|p| (p.freelancer_id, p.status))
@@ -887,9 +888,9 @@ async fn the_read_functions_tell_each_party_what_happened(pool: PgPool) {
     assert_eq!(
         summary,
         [
-            (s.freelancer1.user_id, ProposalStatus::Accepted),
-            (s.freelancer2.user_id, ProposalStatus::Rejected),
-            (s.freelancer3.user_id, ProposalStatus::Withdrawn),
+            (s.freelancer1.user_id, ProposalViewStatus::Accepted),
+            (s.freelancer2.user_id, ProposalViewStatus::Rejected),
+            (s.freelancer3.user_id, ProposalViewStatus::Withdrawn),
         ]
     );
     assert_eq!(on_gig1.items[0].contract_id, Some(s.contract1));
@@ -1055,7 +1056,7 @@ async fn the_read_functions_tell_each_party_what_happened(pool: PgPool) {
     let first = notifications::notifications_of(&pool, s.freelancer2.user_id, None, Some(1))
         .await
         .expect("reads");
-    let marked = notifications::mark_read(&pool, s.freelancer2.user_id, &[first.items[0].position])
+    let marked = notifications::mark_read_up_to(&pool, s.freelancer2.user_id, &first.items[0].id)
         .await
         .expect("writes");
     assert_eq!(marked, 1);
