@@ -100,10 +100,21 @@ async fn run(command: Command) -> Result<(), String> {
     }
 }
 
+/// An audit changes nothing: it connects to an existing database (never creates or migrates
+/// one) and refuses one whose migrations are not all applied.
 async fn reconcile(settings: &DatabaseSettings) -> Result<(), String> {
-    let pool = crate::db::prepare(settings)
+    let pool = crate::db::connect(settings)
         .await
         .map_err(|e| e.to_string())?;
+    let pending = crate::db::pending_migrations(&pool).await;
+    if !pending.is_empty() {
+        pool.close().await;
+        return Err(format!(
+            "{} is not a gigledger database at this version ({} migrations not applied); nothing was checked",
+            crate::db::redact(&settings.database_url),
+            pending.len()
+        ));
+    }
     let found = gigledger_commands::reconcile::reconcile(&pool)
         .await
         .map_err(|e| format!("cannot reconcile: {e}"))?;

@@ -186,6 +186,12 @@ impl PaymentGateway for PgSimulatedGateway {
             )),
             GatewayMode::Succeed => match self.take(&req).await {
                 Ok(answer) => answer,
+                // The connection died under the statement: the charge may have been taken and
+                // its answer lost, which the caller must treat like a timeout (void, never
+                // assume nothing happened).
+                Err(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed) => {
+                    Err(GatewayError::Timeout)
+                }
                 Err(e) => Err(unavailable(&e)),
             },
         }

@@ -169,12 +169,19 @@ struct TimeoutGateway {
     timeout: Duration,
 }
 
+tokio::task_local! {
+    /// Set when a deposit command, in the scope of [`Services::escrow`], asked the provider to
+    /// charge: only then can a refused or failed deposit have left a charge to void.
+    static CHARGE_ASKED: std::cell::Cell<bool>;
+}
+
 #[async_trait::async_trait]
 impl PaymentGateway for TimeoutGateway {
     async fn charge(
         &self,
         request: gigledger_domain::ChargeRequest,
     ) -> Result<gigledger_domain::ChargeReceipt, GatewayError> {
+        let _outside_a_deposit = CHARGE_ASKED.try_with(|asked| asked.set(true));
         tokio::time::timeout(self.timeout, self.inner.charge(request))
             .await
             .unwrap_or(Err(GatewayError::Timeout))
@@ -314,13 +321,25 @@ impl Services {
             EscrowCommand::Deposit { milestone_id, .. } => Some(*milestone_id),
             _ => None,
         };
-        let result = self
-            .escrow_with(contract_id, command, &metadata, ctx.expected_version)
+        let (result, charge_asked) = CHARGE_ASKED
+            .scope(std::cell::Cell::new(false), async {
+                let result = self
+                    .escrow_with(contract_id, command, &metadata, ctx.expected_version)
+                    .await;
+                (result, CHARGE_ASKED.with(std::cell::Cell::get))
+            })
             .await;
-        if let (Err(e), Some(milestone)) = (&result, deposit) {
+        // A refusal before the provider was asked (a stale If-Match, a closed escrow seen at
+        // once) charged nothing and writes nothing.
+        if let (Err(e), Some(milestone), true) = (&result, deposit, charge_asked) {
             if may_leave_an_unrecorded_charge(e) {
                 self.void_unrecorded_charge(contract_id, milestone, &metadata)
                     .await;
+            } else if matches!(e, ServiceError::Internal(_)) {
+                tracing::error!(
+                    contract.id = %contract_id, milestone.id = %milestone, error = %e,
+                    "a deposit was charged and may not be recorded; run gigledger audit reconcile"
+                );
             }
         }
         result
@@ -565,18 +584,18 @@ impl Services {
 /// Whether a deposit that failed so may have left a charge no deposit records. Refusals decided
 /// before any charge (not the client, no such milestone, a bad key) charged nothing; a milestone
 /// already deposited has its one charge recorded; a store error that may have committed leaves
-/// it to reconciliation. A key the provider reports voided, though the escrow has no
+/// it to reconciliation. A charge whose answer was lost (the caller's timeout) may stand
+/// although the deposit certainly is not recorded: it is voided, and the client's retry charges
+/// under the next key. A key the provider reports voided, though the escrow has no
 /// `ChargeVoided` for it (voided at the provider directly), gets one, so that the client's retry
-/// charges under the next key. A gateway failure writes nothing (DOMAIN.md): a charge the provider
-/// made all the same stands under the milestone's key, which the client's retry meets and
-/// records, and reconciliation reports it if no retry comes.
+/// charges under the next key. A provider that answers unavailable or declined charged nothing.
 fn may_leave_an_unrecorded_charge(e: &ServiceError) -> bool {
     matches!(
         e,
         ServiceError::Escrow(
             EscrowError::EscrowClosed
                 | EscrowError::InvariantViolated(_)
-                | EscrowError::Gateway(GatewayError::Voided)
+                | EscrowError::Gateway(GatewayError::Voided | GatewayError::Timeout)
         ) | ServiceError::Conflict { .. }
             | ServiceError::NotRecorded(_)
     )

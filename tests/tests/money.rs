@@ -798,3 +798,120 @@ async fn a_void_that_never_reached_the_provider_is_finished_by_the_process_manag
     w.fund(contract, m[0], "k2").await.unwrap();
     w.assert_charges_match_deposits().await;
 }
+
+// Found by review: a charge whose answer is lost, a refusal that never reached the gateway, and
+// an audit that ran on the wrong database.
+
+/// The provider takes the charge, then its answer is lost (slower than the caller's timeout).
+struct AnswerLost(Arc<PgSimulatedGateway>);
+
+#[async_trait::async_trait]
+impl PaymentGateway for AnswerLost {
+    async fn charge(
+        &self,
+        req: ChargeRequest,
+    ) -> Result<gigledger_domain::ChargeReceipt, gigledger_domain::GatewayError> {
+        let _charged = self.0.charge(req).await;
+        std::future::pending().await
+    }
+
+    async fn void(&self, key: &str) -> Result<(), gigledger_domain::GatewayError> {
+        self.0.void(key).await
+    }
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_charge_whose_answer_was_lost_is_voided_and_the_retry_charges_once(pool: PgPool) {
+    let mut w = World::with_pg_provider(pool.clone());
+    let (contract, m) = w.contract(&[70_00]).await;
+    let real = w.services;
+    w.services = World::process(
+        &pool,
+        Arc::new(AnswerLost(Arc::new(PgSimulatedGateway::new(pool.clone())))),
+        &w.clock,
+    );
+    let timed_out = w.fund(contract, m[0], "k").await.unwrap_err();
+    assert!(
+        matches!(
+            timed_out,
+            ServiceError::Escrow(EscrowError::Gateway(
+                gigledger_domain::GatewayError::Timeout
+            ))
+        ),
+        "{timed_out:?}"
+    );
+    let found = gigledger_commands::reconcile::reconcile(&pool)
+        .await
+        .unwrap();
+    assert!(
+        found.ok(),
+        "a charge the client cannot see was left standing: {:?}",
+        found.mismatches
+    );
+    w.services = real;
+    w.fund(contract, m[0], "k").await.unwrap();
+    w.assert_charges_match_deposits().await;
+}
+
+async fn voids_recorded(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from events where event_type = 'ChargeVoided'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_deposit_refused_before_any_charge_writes_no_void(pool: PgPool) {
+    let w = World::with_pg_provider(pool.clone());
+    let (contract, m) = w.contract(&[70_00]).await;
+    // A stale If-Match is refused before the gateway is asked.
+    let stale = w
+        .services
+        .escrow(
+            contract,
+            EscrowCommand::Deposit {
+                milestone_id: m[0],
+                idempotency_key: "k".to_owned(),
+                actor: w.client.clone(),
+                at: w.clock.now(),
+            },
+            &RequestContext {
+                expected_version: Some(99),
+                ..RequestContext::new()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, ServiceError::Conflict { .. }), "{stale:?}");
+    assert_eq!(
+        voids_recorded(&pool).await,
+        0,
+        "refused input wrote to the log"
+    );
+    w.fund(contract, m[0], "k").await.unwrap();
+    w.assert_charges_match_deposits().await;
+}
+
+#[tokio::test]
+async fn reconcile_on_a_database_that_does_not_exist_fails_and_creates_nothing() {
+    let db = gigledger_tests::TestDatabase::fresh("reconcile_missing");
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "reconcile"])
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let created: bool = {
+        let admin = PgPool::connect(&gigledger_tests::admin_url())
+            .await
+            .unwrap();
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&db.name)
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+    db.drop_now().await;
+    assert!(!out.status.success(), "an audit of nothing passed");
+    assert!(!created, "the audit created the database it was auditing");
+}
