@@ -96,6 +96,14 @@ pub enum Mismatch {
     },
     /// More than one deposit names the same charge.
     ChargeDepositedTwice { charge_id: String, deposits: i64 },
+    /// A deposit names a charge that was made for another contract or milestone.
+    ChargeOfAnotherMilestone {
+        charge_id: String,
+        contract_id: String,
+        milestone_id: String,
+        charged_contract: String,
+        charged_milestone: String,
+    },
 }
 
 impl std::fmt::Display for Mismatch {
@@ -161,6 +169,18 @@ impl std::fmt::Display for Mismatch {
                 charge_id,
                 deposits,
             } => write!(f, "charge {charge_id} is recorded by {deposits} deposits"),
+            Self::ChargeOfAnotherMilestone {
+                charge_id,
+                contract_id,
+                milestone_id,
+                charged_contract,
+                charged_milestone,
+            } => write!(
+                f,
+                "the deposit for contract {contract_id} milestone {milestone_id} names charge \
+                 {charge_id}, which was made for contract {charged_contract} milestone \
+                 {charged_milestone}"
+            ),
         }
     }
 }
@@ -238,6 +258,19 @@ pub async fn reconcile(pool: &PgPool) -> Result<Reconciliation, sqlx::Error> {
                     result.mismatches.push(Mismatch::ChargeDepositedTwice {
                         charge_id: charge_id.clone(),
                         deposits: deposits_of_charge,
+                    });
+                }
+                let charged_contract: Option<String> = row.try_get("charged_contract")?;
+                let charged_milestone: Option<String> = row.try_get("charged_milestone")?;
+                if charged_contract.as_deref() != Some(contract_id.as_str())
+                    || charged_milestone.as_deref() != Some(milestone_id.as_str())
+                {
+                    result.mismatches.push(Mismatch::ChargeOfAnotherMilestone {
+                        charge_id: charge_id.clone(),
+                        contract_id: contract_id.clone(),
+                        milestone_id: milestone_id.clone(),
+                        charged_contract: charged_contract.unwrap_or_default(),
+                        charged_milestone: charged_milestone.unwrap_or_default(),
                     });
                 }
                 if voided {

@@ -915,3 +915,47 @@ async fn reconcile_on_a_database_that_does_not_exist_fails_and_creates_nothing()
     assert!(!out.status.success(), "an audit of nothing passed");
     assert!(!created, "the audit created the database it was auditing");
 }
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn reconcile_finds_a_deposit_that_names_another_milestones_charge(pool: PgPool) {
+    let w = World::with_pg_provider(pool.clone());
+    let (contract, m) = w.contract(&[70_00, 70_00]).await;
+    w.fund(contract, m[0], "k").await.unwrap();
+    // An outside writer records m2's deposit with m1's charge (same amount, same currency).
+    let (charge_id, version): (String, i64) = sqlx::query_as(
+        "select (select payload->'FundsDeposited'->>'charge_id' from events
+                  where aggregate_id = $1 and event_type = 'FundsDeposited'),
+                (select max(sequence) from events where aggregate_type = 'escrow'
+                    and aggregate_id = $1)",
+    )
+    .bind(contract.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let forged = gigledger_commands::store::NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: "FundsDeposited".to_owned(),
+        event_version: "1".to_owned(),
+        payload: serde_json::json!({"FundsDeposited": {
+            "milestone_id": m[1].to_string(),
+            "amount": {"amount": 70_00, "currency": "USD"},
+            "charge_id": charge_id,
+        }}),
+        metadata: serde_json::json!({}),
+    };
+    gigledger_commands::store::PgEventRepository::new(pool.clone())
+        .append("escrow", &contract.to_string(), version, &[forged], None)
+        .await
+        .unwrap();
+    let found = gigledger_commands::reconcile::reconcile(&pool)
+        .await
+        .unwrap();
+    assert!(
+        found.mismatches.iter().any(|m| matches!(
+            m,
+            gigledger_commands::reconcile::Mismatch::ChargeOfAnotherMilestone { .. }
+        )),
+        "{:?}",
+        found.mismatches
+    );
+}
