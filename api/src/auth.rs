@@ -443,14 +443,15 @@ where
     }
 }
 
-/// The problem type of every 401, until the shared `ApiError` (`crate::error`) takes it over.
-pub const UNAUTHENTICATED_TYPE: &str = "https://gigledger.dev/problems/unauthenticated";
+/// The problem type of every 401 (the one the shared `ApiError::Unauthorized` uses), until that
+/// type takes this response over.
+pub const UNAUTHENTICATED_TYPE: &str = "/problems/unauthorized";
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({
             "type": UNAUTHENTICATED_TYPE,
-            "title": "Unauthenticated",
+            "title": "Authentication required",
             "status": 401,
             "detail": self.to_string(),
         });
@@ -1090,7 +1091,7 @@ mod tests {
                 assert_eq!(content_type.as_deref(), Some("application/problem+json"));
                 assert_eq!(body["type"], UNAUTHENTICATED_TYPE);
                 assert_eq!(body["status"], 401);
-                assert_eq!(body["title"], "Unauthenticated");
+                assert_eq!(body["title"], "Authentication required");
                 let text = body["detail"].as_str().unwrap();
                 assert!(text.contains(detail), "{authorization:?}: {text}");
             }

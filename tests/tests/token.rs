@@ -93,6 +93,7 @@ async fn a_minted_token_is_accepted_by_the_extractor_with_its_subject_and_roles(
         "application/problem+json"
     );
     let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], gigledger_api::auth::UNAUTHENTICATED_TYPE);
     assert_eq!(problem["status"], 401);
     assert_eq!(problem["detail"], "the token's signature does not verify");
 }
