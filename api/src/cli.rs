@@ -28,6 +28,8 @@ pub enum Command {
     /// Checks across the ledger and the outside world.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Mint a dev token (HS256, signed with GIGLEDGER_JWT_SECRET) and print it.
+    Token(TokenArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +91,7 @@ async fn run(command: Command) -> Result<(), String> {
             .map_err(|e| e.to_string()),
         Command::Projections(command) => projections(command).await,
         Command::Audit(AuditCommand::Reconcile(settings)) => reconcile(&settings).await,
+        Command::Token(args) => token(&args),
         Command::Migrate(settings) => {
             let pool = crate::db::prepare(&settings)
                 .await
@@ -201,4 +204,41 @@ async fn projections(command: ProjectionsCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+// --- `gigledger token` (issue 9, auth) -----------------------------------------------------------
+
+/// What `gigledger token` signs.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The user id the token speaks for (its `sub`).
+    #[arg(long = "sub")]
+    pub sub: uuid::Uuid,
+
+    /// The roles it grants: client, freelancer, auditor, analyst, admin (repeat the flag or list
+    /// several after it).
+    #[arg(long = "role", required = true, num_args = 1.., value_parser = crate::auth::parse_role_arg)]
+    pub roles: Vec<gigledger_domain::actor::Role>,
+
+    /// Seconds until the token expires.
+    #[arg(long = "ttl-secs", default_value_t = 3600)]
+    pub ttl_secs: u64,
+
+    #[command(flatten)]
+    pub auth: crate::settings::AuthSettings,
+}
+
+/// Prints the token alone on stdout, so that `TOKEN=$(gigledger token …)` works.
+fn token(args: &TokenArgs) -> Result<(), String> {
+    if args.sub.is_nil() {
+        return Err("--sub may not be the nil UUID: it is the platform's own id".to_owned());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| format!("the system clock is before 1970: {e}"))?
+        .as_secs();
+    let token = crate::auth::mint(&args.auth, args.sub, &args.roles, args.ttl_secs, now)
+        .map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
 }

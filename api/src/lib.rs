@@ -1,5 +1,6 @@
 //! gigledger's HTTP edge and command line.
 //!
+//! - [`auth`]: bearer tokens (JWT) verified into the caller ([`auth::Caller`]), and dev tokens.
 //! - [`cli`]: the `gigledger` command (`serve`, `migrate`).
 //! - [`settings`]: all configuration, from flags and the environment, loaded once in `main`.
 //! - [`db`]: connecting, creating the database and migrating it.
@@ -11,6 +12,7 @@
 //!
 //! This is the only crate that knows HTTP.
 
+pub mod auth;
 pub mod cli;
 pub mod db;
 pub mod demo;

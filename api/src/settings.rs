@@ -103,6 +103,9 @@ pub struct ServeSettings {
     #[arg(long = "demo", env = "GIGLEDGER_DEMO", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub demo: bool,
+
+    #[command(flatten)]
+    pub auth: AuthSettings,
 }
 
 /// Everything `projections run` needs.
@@ -121,4 +124,95 @@ pub struct GlobalSettings {
     /// Log format: `json` or `pretty`. Verbosity follows `RUST_LOG` (default `info`).
     #[arg(long = "log", env = "GIGLEDGER_LOG", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     pub log: LogFormat,
+}
+
+// --- Auth (issue 9) ---------------------------------------------------------------------------
+
+/// A secret read from configuration: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// How bearer tokens are verified (and, for `gigledger token`, minted).
+///
+/// By default tokens are HS256, signed with `GIGLEDGER_JWT_SECRET`. Setting
+/// `GIGLEDGER_JWT_JWKS_FILE` switches to an external identity provider's keys: RS256 and ES256
+/// tokens verified against that JSON Web Key Set, and the issuer must then be configured.
+#[derive(Clone, Debug, Args)]
+pub struct AuthSettings {
+    /// HS256 signing secret (at least 32 bytes) for tokens this service verifies and
+    /// `gigledger token` mints. Unused when a JWKS file is configured.
+    #[arg(
+        long = "jwt-secret",
+        env = "GIGLEDGER_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<Secret>,
+
+    /// A JSON Web Key Set file (RFC 7517) of an external identity provider. When set, tokens are
+    /// RS256 or ES256, verified against these keys (chosen by the token's `kid`), and the HS256
+    /// secret is not used.
+    #[arg(long = "jwt-jwks-file", env = "GIGLEDGER_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<std::path::PathBuf>,
+
+    /// The `iss` a token must carry. Required with a JWKS file; optional with the secret (then
+    /// checked when set, and put in minted tokens).
+    #[arg(long = "jwt-issuer", env = "GIGLEDGER_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` a token must carry (put in minted tokens too). When unset, a token that names
+    /// any audience is refused: it was meant for another service.
+    #[arg(long = "jwt-audience", env = "GIGLEDGER_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    #[arg(
+        long = "jwt-leeway-secs",
+        env = "GIGLEDGER_JWT_LEEWAY_SECS",
+        default_value_t = 30
+    )]
+    pub jwt_leeway_secs: u64,
+
+    /// The claim holding the caller's roles (an array of role names, or one name), for identity
+    /// providers that put them under a claim of their own.
+    #[arg(
+        long = "jwt-roles-claim",
+        env = "GIGLEDGER_JWT_ROLES_CLAIM",
+        default_value = "roles"
+    )]
+    pub jwt_roles_claim: String,
+}
+
+impl Default for AuthSettings {
+    /// The flags' defaults, for tests that build settings directly.
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 30,
+            jwt_roles_claim: "roles".to_owned(),
+        }
+    }
 }
