@@ -8,12 +8,14 @@
 //! - [`telemetry`]: tracing and the metrics recorder, set up once.
 //! - [`workers`]: the background workers (projections, process managers, timers) of a process.
 //! - [`demo`]: demo data for a first look.
+//! - [`error`]: `ApiError` (RFC 9457 problems) and the extractors that answer in it.
 //!
 //! This is the only crate that knows HTTP.
 
 pub mod cli;
 pub mod db;
 pub mod demo;
+pub mod error;
 pub mod routes;
 pub mod settings;
 pub mod startup;
