@@ -292,6 +292,23 @@ impl ApiError {
         }
     }
 
+    /// Whether the request recorded something before failing, so that its `Idempotency-Key`
+    /// must keep this answer ([`crate::idempotency::IdempotencyStore::complete`]) rather than be
+    /// given up for reuse (`abandon`). Only a command recorded with a follow-up pending has; every
+    /// other error wrote nothing, or (`Internal`, after a store error of unknown outcome) may have,
+    /// in which case a retry that runs again meets what was written (the domain refuses a repeat,
+    /// a deposit meets its milestone's single charge) and tells the truth, which a stored 500
+    /// would not.
+    pub fn recorded_something(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable {
+                outcome: Some(_),
+                ..
+            }
+        )
+    }
+
     fn retry_after(&self) -> Option<u32> {
         match self {
             Self::IdempotencyKeyInFlight | Self::Unavailable { .. } => Some(RETRY_AFTER_SECONDS),

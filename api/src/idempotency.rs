@@ -3,9 +3,10 @@
 //! A command handler (or a layer in front of it) that got a key calls
 //! [`IdempotencyStore::begin`] with the caller, the key and the request's [`Fingerprint`]
 //! (method, path and body), and acts on the answer:
-//! - [`Begin::Fresh`]: run the request, then [`IdempotencyStore::complete`] with its response, or
-//!   [`IdempotencyStore::abandon`] when the request failed before writing anything (a 4xx
-//!   validation, 401/403, a 503 "nothing recorded"), so that the key can be used again (API.md);
+//! - [`Begin::Fresh`]: run the request, then [`IdempotencyStore::complete`] with its response
+//!   when it succeeded or [`ApiError::recorded_something`], else [`IdempotencyStore::abandon`]
+//!   (a 4xx validation, 401/403, a refusal, a 503 "nothing recorded"), so that the key can be
+//!   used again (API.md);
 //! - [`Begin::Replay`]: answer [`StoredResponse::into_replay`]: the same status, headers and
 //!   bytes as the first time, plus `Idempotent-Replayed: true`, writing nothing;
 //! - [`Begin::InFlight`]: `409` with `Retry-After` ([`ApiError::IdempotencyKeyInFlight`]);

@@ -202,6 +202,30 @@ async fn a_recorded_command_with_a_pending_follow_up_is_503_naming_what_it_wrote
     assert!(!body.to_string().contains("connection reset"));
 }
 
+#[test]
+fn only_a_recorded_command_keeps_its_idempotency_key() {
+    let incomplete = ServiceError::Incomplete {
+        outcome: Box::new(Outcome {
+            id: "c".into(),
+            version: 1,
+            position: Some(1),
+            events: vec![],
+        }),
+        step: "s".into(),
+        cause: "c".into(),
+    };
+    assert!(ApiError::from_service(incomplete, &no_if_match()).recorded_something());
+    let others = [
+        ServiceError::NotRecorded("n".into()),
+        ServiceError::Internal("i".into()),
+        ServiceError::Gig(GigError::InvalidTitle),
+        ServiceError::Escrow(EscrowError::Gateway(GatewayError::Timeout)),
+    ];
+    for error in others {
+        assert!(!ApiError::from_service(error, &no_if_match()).recorded_something());
+    }
+}
+
 #[tokio::test]
 async fn idempotency_answers_are_409_in_flight_and_422_reused() {
     let (status, headers, body) = problem(ApiError::IdempotencyKeyInFlight).await;
