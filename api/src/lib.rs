@@ -9,6 +9,8 @@
 //! - [`telemetry`]: tracing and the metrics recorder, set up once.
 //! - [`workers`]: the background workers (projections, process managers, timers) of a process.
 //! - [`demo`]: demo data for a first look.
+//! - [`error`]: `ApiError` (RFC 9457 problems) and the extractors that answer in it.
+//! - [`idempotency`]: the `Idempotency-Key` records, reserved, completed and replayed.
 //!
 //! This is the only crate that knows HTTP.
 
@@ -16,6 +18,8 @@ pub mod auth;
 pub mod cli;
 pub mod db;
 pub mod demo;
+pub mod error;
+pub mod idempotency;
 pub mod routes;
 pub mod settings;
 pub mod startup;
