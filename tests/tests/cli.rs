@@ -224,7 +224,8 @@ async fn the_service_runs_as_a_member_of_gigledger_app_once_the_owner_has_migrat
         "demo events written as the service role: {events}"
     );
     let mut caught_up = false;
-    for _ in 0..200 {
+    // Bounded (two minutes), not timed: on a loaded machine the workers take a while.
+    for _ in 0..2400 {
         let behind: i64 = sqlx::query_scalar(
             "select count(*) from projection_checkpoints
               where events_applied < (select count(*) from events) or status <> 'running'",
