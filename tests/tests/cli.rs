@@ -96,7 +96,7 @@ async fn serve_prepares_its_database_and_answers_health_and_readiness() {
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let mut health = None;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
             health = Some(response);
             break;
@@ -199,7 +199,7 @@ async fn the_service_runs_as_a_member_of_gigledger_app_once_the_owner_has_migrat
     );
     let client = reqwest::Client::new();
     let mut ready = None;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if let Ok(r) = client
             .get(format!("http://127.0.0.1:{port}/readyz"))
             .send()

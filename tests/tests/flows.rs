@@ -761,7 +761,7 @@ async fn a_process_manager_ahead_of_another_retries_instead_of_stopping(pool: Pg
         stopped,
     ));
     let mut retrying = false;
-    for _ in 0..100 {
+    for _ in 0..1000 {
         let all = statuses(&pool, &[]).await.unwrap();
         if let Some(s) = all.iter().find(|s| s.name == Process::Settle.name()) {
             if s.last_error.is_some() {
