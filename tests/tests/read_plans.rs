@@ -148,19 +148,19 @@ async fn explaining_pool(connect: PgConnectOptions, mode: Mode) -> PgPool {
 struct Case {
     name: String,
     /// The most rows one sort may take in (the page plus one, unless said otherwise).
-    max_sorted: f64,
+    max_sorted: u64,
     /// The most rows one plan node may read and discard.
-    max_discarded: f64,
+    max_discarded: u64,
     /// Large tables this function reads whole by design (whole-ledger reports).
     whole_tables: &'static [&'static str],
     run: Box<dyn Fn(PgPool) -> BoxFuture<'static, Result<usize, ReadError>>>,
 }
 
 /// The page the API asks for by default (20) plus the row that says a next page exists.
-const PAGE: f64 = 21.0;
+const PAGE: u64 = 21;
 /// A node may discard this many rows: e.g. a short walk past the cursor's equal keys, never a
 /// walk whose length grows with the table.
-const DISCARDS: f64 = 500.0;
+const DISCARDS: u64 = 500;
 
 fn case<F, Fut>(name: impl Into<String>, run: F) -> Case
 where
@@ -177,12 +177,12 @@ where
 }
 
 impl Case {
-    fn sorting(mut self, rows: f64) -> Self {
+    fn sorting(mut self, rows: u64) -> Self {
         self.max_sorted = rows;
         self
     }
 
-    fn discarding(mut self, rows: f64) -> Self {
+    fn discarding(mut self, rows: u64) -> Self {
         self.max_discarded = rows;
         self
     }
@@ -190,7 +190,7 @@ impl Case {
     /// A board statement that walks at most `WALK_BOUND` gigs, then sorts what passed (see
     /// `walk_then_select` in gig_board.rs): it may discard and sort that many.
     fn walking(self) -> Self {
-        let bound = f64::from(u32::try_from(WALK_BOUND).expect("small"));
+        let bound = u64::try_from(WALK_BOUND).expect("positive");
         self.sorting(bound).discarding(bound)
     }
 
@@ -200,8 +200,9 @@ impl Case {
     }
 }
 
-fn number(node: &Value, key: &str) -> f64 {
-    node.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+/// A row count of a plan node (EXPLAIN prints them without decimals).
+fn number(node: &Value, key: &str) -> u64 {
+    node.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
 /// What `node` and the nodes under it do that `case` does not allow.
@@ -215,7 +216,7 @@ fn violations(case: &Case, large: &[String], node: &Value, out: &mut Vec<String>
         .and_then(Value::as_str)
         .unwrap_or_default();
     // A node never executed (a branch a one-time filter skipped) costs nothing.
-    if node.get("Actual Loops").and_then(Value::as_f64) == Some(0.0) {
+    if node.get("Actual Loops").and_then(Value::as_u64) == Some(0) {
         return;
     }
     if kind == "Seq Scan"
@@ -228,7 +229,7 @@ fn violations(case: &Case, large: &[String], node: &Value, out: &mut Vec<String>
         let input = node
             .get("Plans")
             .and_then(|p| p.get(0))
-            .map_or(0.0, |child| number(child, "Actual Rows"));
+            .map_or(0, |child| number(child, "Actual Rows"));
         if input > case.max_sorted {
             out.push(format!(
                 "sort of {input} rows (at most {})",
@@ -243,7 +244,7 @@ fn violations(case: &Case, large: &[String], node: &Value, out: &mut Vec<String>
         "Rows Removed by Index Recheck",
         "Rows Removed by Join Filter",
     ] {
-        let removed = number(node, key) * loops;
+        let removed = number(node, key).saturating_mul(loops);
         if removed > case.max_discarded {
             out.push(format!(
                 "{kind} on {relation} discarded {removed} rows ({key}, at most {})",
@@ -609,7 +610,7 @@ fn cases() -> Vec<Case> {
                 ..GigQuery::default()
             },
         )
-        .sorting(2.0 * PAGE),
+        .sorting(2 * PAGE),
         board(
             "skills=skill3 currency=USD status=open",
             GigQuery {
@@ -653,7 +654,7 @@ fn cases() -> Vec<Case> {
                 ..GigQuery::default()
             },
         )
-        .sorting(f64::from(u32::try_from(RANK_BOUND).expect("small"))),
+        .sorting(u64::try_from(RANK_BOUND).expect("positive")),
         case("get_gig", |pool| async move {
             Ok(gig_board::get_gig(&pool, GigId(tid(1, 77)))
                 .await?
@@ -704,7 +705,7 @@ fn cases() -> Vec<Case> {
                 .items
                 .len())
         })
-        .sorting(2.0 * PAGE),
+        .sorting(2 * PAGE),
         case("contracts_of_user deep", |pool| async move {
             Ok(
                 contracts::contracts_of_user(&pool, client(), Some("c.5000"), None)
@@ -713,7 +714,7 @@ fn cases() -> Vec<Case> {
                     .len(),
             )
         })
-        .sorting(2.0 * PAGE),
+        .sorting(2 * PAGE),
         case("get_contract", |pool| async move {
             Ok(contracts::get_contract(&pool, ContractId(tid(5, 42)))
                 .await?
@@ -742,7 +743,7 @@ fn cases() -> Vec<Case> {
                 .await?
                 .len())
         })
-        .sorting(1_000.0),
+        .sorting(1_000),
         case("contract_totals", |pool| async move {
             Ok(ledger::contract_totals(&pool, ContractId(tid(5, 42)))
                 .await?
@@ -754,13 +755,13 @@ fn cases() -> Vec<Case> {
             Ok(ledger::trial_balance(&pool, None).await?.len())
         })
         .reading_whole(&["ledger_entries"])
-        .sorting(f64::INFINITY),
+        .sorting(u64::MAX),
         case("totals_by_currency", |pool| async move {
             Ok(ledger::totals_by_currency(&pool).await?.len())
         })
         .reading_whole(&["ledger_entries"])
-        .sorting(f64::INFINITY)
-        .discarding(f64::INFINITY),
+        .sorting(u64::MAX)
+        .discarding(u64::MAX),
         // Notifications.
         case("notifications_of first page", |pool| async move {
             Ok(
@@ -791,7 +792,7 @@ fn cases() -> Vec<Case> {
                 .await?
                 .len())
         })
-        .sorting(1_000.0),
+        .sorting(1_000),
         case("gmv by week in USD", |pool| async move {
             Ok(analytics::gmv(
                 &pool,
@@ -803,7 +804,7 @@ fn cases() -> Vec<Case> {
             .await?
             .len())
         })
-        .sorting(1_000.0),
+        .sorting(1_000),
         case("funnel", |pool| async move {
             Ok(usize::from(
                 analytics::funnel(&pool, march(1), march(31)).await?.posted > 0,
@@ -817,7 +818,7 @@ fn cases() -> Vec<Case> {
                     > 0,
             ))
         })
-        .sorting(50_000.0),
+        .sorting(50_000),
         case("disputes", |pool| async move {
             let stats = analytics::disputes(&pool, march(1), march(31)).await?;
             Ok(usize::try_from(stats.opened).unwrap_or(0))
@@ -825,13 +826,13 @@ fn cases() -> Vec<Case> {
         case("skills", |pool| async move {
             Ok(analytics::skills(&pool, march(1), march(31)).await?.len())
         })
-        .sorting(1_000.0),
+        .sorting(1_000),
         case("skills_by_day", |pool| async move {
             Ok(analytics::skills_by_day(&pool, march(1), march(31))
                 .await?
                 .len())
         })
-        .sorting(1_000.0),
+        .sorting(1_000),
     ]
 }
 
