@@ -22,7 +22,7 @@ use chrono::NaiveDate;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use gigledger_domain::{ContractId, GigId, GigStatus, ProposalId, UserId};
-use gigledger_projections::read::gig_board::{self, GigQuery, GigSort, RANK_BOUND, WALK_BOUND};
+use gigledger_projections::read::gig_board::{self, GigQuery, GigSort, RANK_WALK, WALK_BOUND};
 use gigledger_projections::read::{
     analytics, contracts, ledger, notifications, proposals, user_stats, ReadError,
 };
@@ -191,6 +191,13 @@ impl Case {
     /// `walk_then_select` in gig_board.rs): it may discard and sort that many.
     fn walking(self) -> Self {
         let bound = u64::try_from(WALK_BOUND).expect("positive");
+        self.sorting(bound).discarding(bound)
+    }
+
+    /// A relevance query: it walks at most `RANK_WALK` gigs, then sorts what passed (see
+    /// `BY_RELEVANCE` in gig_board.rs).
+    fn ranking(self) -> Self {
+        let bound = u64::try_from(RANK_WALK).expect("positive");
         self.sorting(bound).discarding(bound)
     }
 
@@ -462,9 +469,10 @@ fn board(name: &str, query: GigQuery) -> Case {
 }
 
 /// Every page of a board query whose matches are known from the fill: exactly `expected` gigs,
-/// each once, newest first (the selective branch of a walk, and its paging, return what the
+/// each once, in the query's order (the selective branch of a walk, and its paging, return what the
 /// filter matches).
 fn board_all(name: &str, query: GigQuery, expected: usize) -> Case {
+    let by_rank = query.q.is_some() && query.sort == GigSort::Relevance;
     case(format!("search_gigs {name}, every page"), move |pool| {
         let mut query = GigQuery {
             limit: Some(7),
@@ -474,7 +482,10 @@ fn board_all(name: &str, query: GigQuery, expected: usize) -> Case {
             let mut keys = Vec::new();
             loop {
                 let page = gig_board::search_gigs(&pool, &query).await?;
-                keys.extend(page.items.iter().map(|c| (c.posted_at, c.gig_id)));
+                keys.extend(page.items.iter().map(|c| {
+                    let rank = if by_rank { c.rank } else { 0 };
+                    (rank, c.posted_at, c.gig_id)
+                }));
                 match page.next_cursor {
                     Some(next) => query.cursor = Some(next),
                     None => break,
@@ -588,6 +599,15 @@ fn cases() -> Vec<Case> {
         )
         .walking(),
         board_all(
+            "q=zeppelin by relevance",
+            GigQuery {
+                q: Some("zeppelin".into()),
+                ..GigQuery::default()
+            },
+            20,
+        )
+        .ranking(),
+        board_all(
             "skills=cobol",
             GigQuery {
                 skills: vec!["cobol".into()],
@@ -626,7 +646,16 @@ fn cases() -> Vec<Case> {
                 q: Some("zeppelin".into()),
                 ..GigQuery::default()
             },
-        ),
+        )
+        .ranking(),
+        board(
+            "q=website (a fifth of the board) by relevance",
+            GigQuery {
+                q: Some("website".into()),
+                ..GigQuery::default()
+            },
+        )
+        .ranking(),
         board(
             "q=zeppelin newest",
             GigQuery {
@@ -654,7 +683,7 @@ fn cases() -> Vec<Case> {
                 ..GigQuery::default()
             },
         )
-        .sorting(u64::try_from(RANK_BOUND).expect("positive")),
+        .ranking(),
         case("get_gig", |pool| async move {
             Ok(gig_board::get_gig(&pool, GigId(tid(1, 77)))
                 .await?

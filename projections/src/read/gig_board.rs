@@ -394,7 +394,11 @@ impl BoardCursor {
 /// (after the other filters). Ranking reads the rank of every row it orders, so an unbounded
 /// ranking of a common word costs the whole board; past the bound a query must be refined (or
 /// sorted newest first, which pages through every match).
-pub const RANK_BOUND: i64 = 1_000;
+pub const RANK_BOUND: i64 = 200;
+
+/// How many of the newest gigs a relevance query walks before it takes its matches by the GIN
+/// index instead (see `BY_RELEVANCE`).
+pub const RANK_WALK: i64 = 5_000;
 
 /// How many gigs a page walks, newest first, before it takes a selective filter's matches by
 /// the filter's own index instead (see `walk_then_select`): a budget range, a text query sorted
@@ -480,29 +484,50 @@ macro_rules! walk_then_select {
 // Every statement takes the same parameters (unused ones are typed by their binding):
 // $1 text query, $2 skills, $3 currency, $4 min budget, $5 max budget, $6 status,
 // $7 $8 $9 the cursor (rank, posted_at, gig_id; sentinels above every key on the first page),
-// $10 rows to fetch (the page plus one), $11 RANK_BOUND, $12 WALK_BOUND.
+// $10 rows to fetch (the page plus one), $11 RANK_BOUND, $12 WALK_BOUND, $13 RANK_WALK.
 
-/// A text query, by relevance: the GIN index finds the matches, the newest `RANK_BOUND` of them
-/// (a top-N sort, or a walk of the newest-first index when the planner knows the word is common)
-/// are ranked, and the page is cut from those by the rank keyset.
+/// A text query, by relevance: the newest `RANK_BOUND` matches are ranked and the page is cut
+/// from them by the rank keyset. They are found as `walk_then_select` finds a page: a walk of
+/// the newest [`RANK_WALK`] gigs; if fewer than `RANK_BOUND` of them match (the query matches
+/// under `RANK_BOUND / RANK_WALK` = 4 % of the board), the GIN index's matches, of which the
+/// newest `RANK_BOUND` are kept by a top-N sort. So a common word reads `RANK_WALK` rows, a rare
+/// one its few matches; the most a query sorts is a word just under 4 % of the board.
 const BY_RELEVANCE: &str = concat!(
-    "select * from (
+    "with recent as materialized (
+         select g.gig_id, g.posted_at,
+                (g.search @@ query and (cardinality($2::text[]) = 0 or g.skills && $2) and ",
+    board_filters!("g"),
+    ") as hit
+           from read.gig_board g, websearch_to_tsquery('english', $1) query
+          order by g.posted_at desc, g.gig_id desc
+          limit $13),
+     hits as materialized (
+         select r.gig_id from recent r
+          where r.hit
+          order by r.posted_at desc, r.gig_id desc
+          limit $11),
+     selective as materialized (
+         select g.gig_id, g.posted_at
+           from read.gig_board g, websearch_to_tsquery('english', $1) query
+          where (select count(*) from hits) < $11 and (select count(*) from recent) = $13
+            and g.search @@ query and (cardinality($2::text[]) = 0 or g.skills && $2)
+            and ",
+    board_filters!("g"),
+    "),
+     ranked as (
          select ",
     card_columns!(),
     ", (ts_rank(g.search, query) * 1000000)::bigint as rank
-           from (select m.* from read.gig_board m, websearch_to_tsquery('english', $1) query
-                  where m.search @@ query
-                    and (cardinality($2::text[]) = 0 or m.skills && $2)
-                    and ",
-    board_filters!("m"),
-    "
-                  order by m.posted_at desc, m.gig_id desc
-                  limit $11) g,
-                websearch_to_tsquery('english', $1) query
-     ) s
-     where (s.rank, s.posted_at, s.gig_id) < ($7::bigint, $8::timestamptz, $9::uuid)
-     order by s.rank desc, s.posted_at desc, s.gig_id desc
-     limit $10"
+           from read.gig_board g, websearch_to_tsquery('english', $1) query
+          where g.gig_id in (select gig_id from hits
+                             union all
+                             (select gig_id from selective
+                               order by posted_at desc, gig_id desc
+                               limit $11)))
+     select * from ranked s
+      where (s.rank, s.posted_at, s.gig_id) < ($7::bigint, $8::timestamptz, $9::uuid)
+      order by s.rank desc, s.posted_at desc, s.gig_id desc
+      limit $10"
 );
 
 /// A text query, newest first: a bounded walk of the newest-first index, then (a rare query)
@@ -685,6 +710,7 @@ pub async fn search_gigs<'e>(
         .bind(limit + 1)
         .bind(RANK_BOUND)
         .bind(WALK_BOUND)
+        .bind(RANK_WALK)
         .fetch_all(db)
         .await?;
     Ok(into_page(rows, limit, |card| {
