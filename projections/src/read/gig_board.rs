@@ -447,10 +447,11 @@ macro_rules! card_columns {
 /// the selective filter's matches, in generic and custom plans alike.
 ///
 /// `$walk_from`/`$walk_where`: the walk's rows; `$hit`: whether a walked row `g` passes;
-/// `$select_from`/`$select_where`: the matches by the filter's index; `$rank`: the result's rank.
+/// `$select_from`/`$select_where`: the matches by the filter's index; `$rank` computed over
+/// `$page_from`: the page's rows and their rank.
 macro_rules! walk_then_select {
     ($walk_from:literal, $walk_where:literal, $hit:expr, $select_from:literal, $select_where:expr,
-     $rank:literal) => {
+     $page_from:literal, $rank:literal) => {
         concat!(
             "with recent as materialized (
                  select g.gig_id, g.posted_at, ", $hit, " as hit
@@ -469,7 +470,7 @@ macro_rules! walk_then_select {
                     and ", $select_where, "
                     and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid))
              select ", card_columns!(), ", ", $rank, " as rank
-               from read.gig_board g, websearch_to_tsquery('english', $1) query
+               from ", $page_from, "
               where g.gig_id in (select gig_id from hits
                                  union all
                                  (select gig_id from selective
@@ -546,6 +547,7 @@ const TEXT_NEWEST: &str = walk_then_select!(
         "g.search @@ query and (cardinality($2::text[]) = 0 or g.skills && $2) and ",
         board_filters!("g")
     ),
+    "read.gig_board g, websearch_to_tsquery('english', $1) query",
     "(ts_rank(g.search, query) * 1000000)::bigint"
 );
 
@@ -600,6 +602,8 @@ const BY_MIN_BUDGET: &str = walk_then_select!(
         "g.currency = $3 and g.budget_max >= $4::bigint and g.budget_min <= $5::bigint
          and ($6::text is null or g.status = $6)"
     ),
+    // no text query here: no tsquery (an empty one would raise a NOTICE on every call)
+    "read.gig_board g",
     "0::bigint"
 );
 
@@ -611,6 +615,8 @@ const BY_MAX_BUDGET: &str = walk_then_select!(
     board_filters!("g"),
     "read.gig_board g",
     "g.currency = $3 and g.budget_min <= $5::bigint and ($6::text is null or g.status = $6)",
+    // no text query here: no tsquery (an empty one would raise a NOTICE on every call)
+    "read.gig_board g",
     "0::bigint"
 );
 
