@@ -639,7 +639,28 @@ fn cases() -> Vec<Case> {
                 status: Some(GigStatus::Open),
                 ..GigQuery::default()
             },
-        ),
+        )
+        .walking(),
+        board_all(
+            "skills=skill3 currency=EUR",
+            GigQuery {
+                skills: vec!["skill3".into()],
+                currency: Some("EUR".into()),
+                ..GigQuery::default()
+            },
+            93,
+        )
+        .walking(),
+        board_all(
+            "skills=cobol status=open",
+            GigQuery {
+                skills: vec!["cobol".into()],
+                status: Some(GigStatus::Open),
+                ..GigQuery::default()
+            },
+            40,
+        )
+        .walking(),
         board(
             "q=zeppelin (20 gigs) by relevance",
             GigQuery {

@@ -11,7 +11,8 @@
 //! the index of its most selective filter, so no filter makes a page walk the whole board: a text
 //! query by the `search` GIN index (and relevance ranks only the newest [`RANK_BOUND`] matches),
 //! skills by the `gig_skills` side table (one newest-first index scan per skill, each stopping at
-//! a page), a currency by `(currency, posted_at desc, gig_id desc)`, a status by
+//! a page; with a currency or status, a bounded walk of those, then the skills' GIN matches), a
+//! currency by `(currency, posted_at desc, gig_id desc)`, a status by
 //! `(status, posted_at desc, gig_id desc)`; a budget (and a text query sorted newest first) by a
 //! bounded walk of [`WALK_BOUND`] newest gigs, then, when that shows the filter is selective, by
 //! the filter's own index and a sort of its few matches. Cursors have sentinel first values, so the keyset is
@@ -551,8 +552,9 @@ const TEXT_NEWEST: &str = walk_then_select!(
     "(ts_rank(g.search, query) * 1000000)::bigint"
 );
 
-/// Skills (no text query): per skill, one walk of `gig_skills_newest` after the cursor that stops
-/// at a page of gigs passing the other filters; the union (at most a page per skill) is sorted.
+/// Skills alone: per skill, one walk of `gig_skills_newest` after the cursor that stops at a
+/// page; the union (at most a page per skill) is sorted. (The other filters are checked here
+/// too, but `search_gigs` sends skills with other filters to `SKILLS_IN_*`.)
 const BY_SKILLS: &str = concat!(
     "select ",
     card_columns!(),
@@ -573,6 +575,35 @@ const BY_SKILLS: &str = concat!(
                        limit $10) k)
       order by g.posted_at desc, g.gig_id desc
       limit $10"
+);
+
+/// Skills and a currency (maybe a budget or status too), no text: a walk of the currency's
+/// newest gigs, then the skills' GIN matches within the currency (see `walk_then_select`). A
+/// walk of each skill's gigs (`BY_SKILLS`) would discard every one of a common skill's gigs in
+/// other currencies.
+const SKILLS_IN_CURRENCY: &str = walk_then_select!(
+    "read.gig_board g",
+    "g.currency = $3",
+    concat!("(g.skills && $2 and ", board_filters!("g"), ")"),
+    "read.gig_board g",
+    concat!(
+        "g.currency = $3 and g.skills && $2 and ",
+        board_filters!("g")
+    ),
+    "read.gig_board g",
+    "0::bigint"
+);
+
+/// Skills and a status, no currency, no text: as `SKILLS_IN_CURRENCY`, walking the status's
+/// newest gigs.
+const SKILLS_IN_STATUS: &str = walk_then_select!(
+    "read.gig_board g",
+    "g.status = $6",
+    "g.skills && $2",
+    "read.gig_board g",
+    "g.status = $6 and g.skills && $2",
+    "read.gig_board g",
+    "0::bigint"
 );
 
 /// A currency (no text, no skills, no budget): `gig_board_currency_newest` after the cursor,
@@ -696,6 +727,8 @@ pub async fn search_gigs<'e>(
     let sql = match (text, by_relevance) {
         (Some(_), true) => BY_RELEVANCE,
         (Some(_), false) => TEXT_NEWEST,
+        (None, _) if !skills.is_empty() && currency.is_some() => SKILLS_IN_CURRENCY,
+        (None, _) if !skills.is_empty() && query.status.is_some() => SKILLS_IN_STATUS,
         (None, _) if !skills.is_empty() => BY_SKILLS,
         (None, _) if query.min_budget.is_some() => BY_MIN_BUDGET,
         (None, _) if query.max_budget.is_some() => BY_MAX_BUDGET,
