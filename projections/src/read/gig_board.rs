@@ -7,16 +7,21 @@
 //! gig_id desc) without, and a cursor names the last row's key, so paging never repeats or skips
 //! a gig even when ranks and times are equal.
 //!
-//! Each combination of filters is served by one of a fixed set of static statements, driven by
-//! the index of its most selective filter, so no filter makes a page walk the whole board: a text
-//! query by the `search` GIN index (and relevance ranks only the newest [`RANK_BOUND`] matches),
-//! skills by the `gig_skills` side table (one newest-first index scan per skill, each stopping at
-//! a page; with a currency or status, a bounded walk of those, then the skills' GIN matches), a
-//! currency by `(currency, posted_at desc, gig_id desc)`, a status by
-//! `(status, posted_at desc, gig_id desc)`; a budget (and a text query sorted newest first) by a
-//! bounded walk of [`WALK_BOUND`] newest gigs, then, when that shows the filter is selective, by
-//! the filter's own index and a sort of its few matches. Cursors have sentinel first values, so the keyset is
-//! always the index condition, in generic plans too. A budget filter needs a currency.
+//! Each combination of filters is served by one of a fixed set of static statements, each
+//! driven by the index of its most selective filter, so that no filter makes a page walk the
+//! whole board, in generic plans as in custom ones:
+//! - no filter: `(posted_at desc, gig_id desc)`; a status: `(status, posted_at desc, gig_id desc)`;
+//!   a currency: `(currency, posted_at desc, gig_id desc)`;
+//! - skills alone: the `gig_skills` side table, one newest-first index scan per skill, each
+//!   stopping at a page;
+//! - a filter no index gives in the keyset order (a budget range; skills with a currency or
+//!   status; a text query): a walk of at most [`WALK_BOUND`] newest gigs (of the currency or
+//!   status), and only when that shows the filter is selective, the filter's own index (budget,
+//!   skills GIN, `search` GIN) and a sort of its matches;
+//! - relevance ranks only the newest [`RANK_BOUND`] matches of a text query.
+//!
+//! Cursors have sentinel first values, so the keyset is always the index condition. A budget
+//! filter needs a currency.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use gigledger_domain::{Budget, GigEvent, GigId, GigStatus, Money, UserId};
