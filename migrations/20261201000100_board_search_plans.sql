@@ -31,7 +31,7 @@ on conflict do nothing;
 
 analyze read.gig_skills;
 
-grant select on read.gig_skills to gigledger_analyst;
+-- the application writes it (projection) and reads it (board); analysts read schema analytics only
 grant select, insert, update, delete on read.gig_skills to gigledger_app;
 
 -- A selective budget filter (few gigs of the currency pass it): its matches by range, then

@@ -25,6 +25,17 @@ pub enum Command {
     /// Projection workers: run them, see where they stand, rebuild one.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Checks across the ledger and the outside world.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Match every payment provider charge with its escrow deposit: every charge that stands has
+    /// exactly one deposit of the same amount and currency, and every deposit its charge. Prints
+    /// each mismatch and exits with 1 when there is any.
+    Reconcile(DatabaseSettings),
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +88,7 @@ async fn run(command: Command) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string()),
         Command::Projections(command) => projections(command).await,
+        Command::Audit(AuditCommand::Reconcile(settings)) => reconcile(&settings).await,
         Command::Migrate(settings) => {
             let pool = crate::db::prepare(&settings)
                 .await
@@ -85,6 +97,43 @@ async fn run(command: Command) -> Result<(), String> {
             tracing::info!(db.url = %crate::db::redact(&settings.database_url), "migrations applied");
             Ok(())
         }
+    }
+}
+
+/// An audit changes nothing: it connects to an existing database (never creates or migrates
+/// one) and refuses one whose migrations are not all applied.
+async fn reconcile(settings: &DatabaseSettings) -> Result<(), String> {
+    let pool = crate::db::connect(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pending = crate::db::pending_migrations(&pool).await;
+    if !pending.is_empty() {
+        pool.close().await;
+        return Err(format!(
+            "{} is not a gigledger database at this version ({} migrations not applied); nothing was checked",
+            crate::db::redact(&settings.database_url),
+            pending.len()
+        ));
+    }
+    let found = gigledger_commands::reconcile::reconcile(&pool)
+        .await
+        .map_err(|e| format!("cannot reconcile: {e}"))?;
+    pool.close().await;
+    for mismatch in &found.mismatches {
+        println!("mismatch: {mismatch}");
+    }
+    if found.ok() {
+        println!(
+            "ok: {} charges and deposits checked, no mismatch",
+            found.checked
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "{} mismatches between provider charges and escrow deposits ({} checked)",
+            found.mismatches.len(),
+            found.checked
+        ))
     }
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use gigledger_commands::clock::{Clock, SystemClock};
+use gigledger_commands::provider::PgSimulatedGateway;
 use gigledger_commands::services::{Services, ServicesConfig};
-use gigledger_domain::SimulatedGateway;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -23,12 +23,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The production wiring: the simulated payment gateway (the only one so far) and real time.
+    /// The production wiring: the simulated payment provider (the only one so far), kept in the
+    /// database's `provider` schema so that every process shares it, and real time.
     pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
         let services = Arc::new(Services::new(
             pool.clone(),
             ServicesConfig::default(),
-            Arc::new(SimulatedGateway::new()),
+            Arc::new(PgSimulatedGateway::new(pool.clone())),
             clock,
         ));
         Self {

@@ -19,7 +19,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::metadata::CommandMetadata;
 use crate::scope::{self, CommitReceipt};
-use crate::store::{PgEventRepository, PgEventStore, StoreConfig};
+use crate::store::{self, PgEventRepository, PgEventStore, StoreConfig};
 use uuid::Uuid;
 
 /// How many times a command without an expected version is tried when it keeps losing the race
@@ -113,9 +113,14 @@ pub enum CommandError<E: std::error::Error> {
     /// every retry.
     #[error("the {aggregate_type} changed meanwhile; reload it and try again")]
     Conflict { aggregate_type: &'static str },
-    /// The store failed (connection, serialisation): not the caller's fault.
+    /// The store failed (connection, serialisation): not the caller's fault. The command may
+    /// have been recorded.
     #[error("event store failure: {0}")]
     Store(String),
+    /// The store failed before anything of the command could be committed
+    /// ([`crate::store::WriteOutcome::NotCommitted`]).
+    #[error("event store failure, nothing written: {0}")]
+    NotCommitted(String),
 }
 
 impl<E: std::error::Error> CommandError<E> {
@@ -226,6 +231,9 @@ where
                     return Err(CommandError::Conflict {
                         aggregate_type: A::TYPE,
                     })
+                }
+                Err(e) if store::write_outcome(&e) == store::WriteOutcome::NotCommitted => {
+                    return Err(CommandError::NotCommitted(e.to_string()))
                 }
                 Err(e) => return Err(CommandError::Store(e.to_string())),
             }

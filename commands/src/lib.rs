@@ -9,6 +9,9 @@
 //! - [`services`]: one entry point per command (authorised by the domain), running the follow-up
 //!   steps of cross-aggregate effects before answering.
 //! - [`process`]: the process managers (workers over the global log) and the due-timer runner.
+//! - [`provider`]: the simulated payment provider kept in PostgreSQL (schema `provider`), which
+//!   several processes share.
+//! - [`reconcile`]: provider charges against escrow deposits.
 //! - [`clock`]: injectable time.
 //!
 //! Which error to use: storage code returns `cqrs_es::persist::PersistenceError` (it plugs into
@@ -19,6 +22,8 @@ pub mod bus;
 pub mod clock;
 pub mod metadata;
 pub mod process;
+pub mod provider;
+pub mod reconcile;
 pub mod scope;
 pub mod services;
 pub mod store;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use gigledger_domain::{
     Actor, AnyEvent, ContractCommand, ContractError, ContractEvent, ContractId, ErrorKind,
-    EscrowError,
+    EscrowError, EscrowEvent,
 };
 use gigledger_projections::log::RecordedEvent;
 use gigledger_projections::runtime::{retry_later, Handler, HandlerError};
@@ -47,10 +47,13 @@ pub enum Process {
     AutoApproveTimer,
     /// ContractCompleted → a due timer for RevealReviews
     RevealReviewsTimer,
+    /// ChargeVoided → void the key at the provider (finishes a void whose process died, or
+    /// could not reach the provider, between recording it and voiding it)
+    VoidCharge,
 }
 
 impl Process {
-    pub const ALL: [Process; 8] = [
+    pub const ALL: [Process; 9] = [
         Process::StartContract,
         Process::MarkFunded,
         Process::Release,
@@ -59,6 +62,7 @@ impl Process {
         Process::Refund,
         Process::AutoApproveTimer,
         Process::RevealReviewsTimer,
+        Process::VoidCharge,
     ];
 
     /// The stored checkpoint name: never change it.
@@ -72,6 +76,7 @@ impl Process {
             Process::Refund => "pm_refund",
             Process::AutoApproveTimer => "pm_auto_approve_timer",
             Process::RevealReviewsTimer => "pm_reveal_reviews_timer",
+            Process::VoidCharge => "pm_void_charge",
         }
     }
 
@@ -86,6 +91,7 @@ impl Process {
             Process::Refund => "ContractCancelled",
             Process::AutoApproveTimer => "MilestoneSubmitted",
             Process::RevealReviewsTimer => "ContractCompleted",
+            Process::VoidCharge => "ChargeVoided",
         }
     }
 }
@@ -172,6 +178,16 @@ impl Handler for ProcessManager {
                         .ok_or("review period end out of range")?;
                     schedule(tx, &key, "reveal_reviews", event, None, due).await?;
                 }
+                (
+                    Process::VoidCharge,
+                    AnyEvent::Escrow(EscrowEvent::ChargeVoided { charge_key, .. }),
+                ) => {
+                    // Voiding a voided key is a no-op at the provider, so a replay is harmless.
+                    self.services
+                        .void_at_provider(charge_key)
+                        .await
+                        .map_err(retry_later)?;
+                }
                 _ => {
                     for step in follow_ups(&event.aggregate_id, &decoded, at) {
                         match self
@@ -224,6 +240,7 @@ fn is_permanent(error: &ServiceError) -> bool {
         ),
         ServiceError::Conflict { .. }
         | ServiceError::Internal(_)
+        | ServiceError::NotRecorded(_)
         | ServiceError::Incomplete { .. } => return false,
     };
     no_retry_changes_it || matches!(kind, ErrorKind::Validation | ErrorKind::Forbidden)

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use cqrs_es::{AggregateContext, EventStore};
 use gigledger_domain::{
     Actor, AnyEvent, Authorise, Contract, ContractCommand, ContractError, ContractId, DomainError,
-    ErrorKind, Escrow, EscrowCommand, EscrowError, EscrowServices, GatewayError, Gig, GigCommand,
-    GigError, GigId, MilestoneId, PaymentGateway,
+    ErrorKind, Escrow, EscrowCommand, EscrowError, EscrowEvent, EscrowServices, GatewayError, Gig,
+    GigCommand, GigError, GigId, MilestoneId, PaymentGateway,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -103,9 +103,13 @@ pub enum ServiceError {
     /// A stale `If-Match`, or an aggregate that kept changing under every retry.
     #[error("the {aggregate_type} changed meanwhile; reload it and try again")]
     Conflict { aggregate_type: &'static str },
-    /// Storage failed: not the caller's fault.
+    /// Storage failed: not the caller's fault. The command may have been recorded.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Storage failed before anything of the command was recorded (a statement timeout, a
+    /// deadlock, no connection, …): not the caller's fault, and retrying is safe.
+    #[error("storage failed and nothing was recorded: {0}")]
+    NotRecorded(String),
     /// The command itself was recorded, but a follow-up step it calls for failed. The process
     /// managers will complete the step; until then its effects are not all visible.
     #[error("the command was recorded but its follow-up step {step} failed: {cause}")]
@@ -124,7 +128,7 @@ impl ServiceError {
             Self::Contract(e) => Some(e.kind()),
             Self::Escrow(e) => Some(e.kind()),
             Self::Conflict { .. } => Some(ErrorKind::Conflict),
-            Self::Internal(_) | Self::Incomplete { .. } => None,
+            Self::Internal(_) | Self::NotRecorded(_) | Self::Incomplete { .. } => None,
         }
     }
 
@@ -134,7 +138,10 @@ impl ServiceError {
             Self::Gig(e) => DomainError::field(e),
             Self::Contract(e) => DomainError::field(e),
             Self::Escrow(e) => DomainError::field(e),
-            Self::Conflict { .. } | Self::Internal(_) | Self::Incomplete { .. } => None,
+            Self::Conflict { .. }
+            | Self::Internal(_)
+            | Self::NotRecorded(_)
+            | Self::Incomplete { .. } => None,
         }
     }
 }
@@ -147,6 +154,7 @@ where
         CommandError::Rejected(e) => e.into(),
         CommandError::Conflict { aggregate_type } => ServiceError::Conflict { aggregate_type },
         CommandError::Store(message) => ServiceError::Internal(message),
+        CommandError::NotCommitted(message) => ServiceError::NotRecorded(message),
     }
 }
 
@@ -161,12 +169,19 @@ struct TimeoutGateway {
     timeout: Duration,
 }
 
+tokio::task_local! {
+    /// Set when a deposit command, in the scope of [`Services::escrow`], asked the provider to
+    /// charge: only then can a refused or failed deposit have left a charge to void.
+    static CHARGE_ASKED: std::cell::Cell<bool>;
+}
+
 #[async_trait::async_trait]
 impl PaymentGateway for TimeoutGateway {
     async fn charge(
         &self,
         request: gigledger_domain::ChargeRequest,
     ) -> Result<gigledger_domain::ChargeReceipt, GatewayError> {
+        let _outside_a_deposit = CHARGE_ASKED.try_with(|asked| asked.set(true));
         tokio::time::timeout(self.timeout, self.inner.charge(request))
             .await
             .unwrap_or(Err(GatewayError::Timeout))
@@ -278,10 +293,15 @@ impl Services {
 
     /// Runs an escrow command, then its follow-ups (a deposit marks the milestone funded).
     ///
-    /// A deposit charges the gateway before it can be written. If it is then refused or loses
-    /// every race (nothing of it was written) and the milestone shows no deposit at all, read
-    /// fresh from the database, the charge is unrecorded and is voided: a client is never charged
-    /// for a deposit the ledger does not hold. (After an ambiguous store error nothing is voided.)
+    /// A deposit charges the gateway, under the milestone's own provider-side key, before it can
+    /// be written. If the deposit then certainly was not recorded although it may have charged
+    /// (refused on the database's state after charging on a stale one, lost every race, a store
+    /// failure certain not to have committed), `VoidCharge` records `ChargeVoided` for that
+    /// milestone's charge, decided on the database's state (a recorded deposit keeps its
+    /// charge), and then the provider voids the key. A client is never charged for a deposit the
+    /// ledger does not hold, and no other milestone's charge is touched. After a store error
+    /// that may have committed nothing is voided: reconciliation (`crate::reconcile`) finds
+    /// such a charge.
     pub async fn escrow(
         &self,
         contract_id: ContractId,
@@ -298,50 +318,85 @@ impl Services {
             .await?;
         let metadata = self.metadata(ctx, actor.0, actor.1);
         let deposit = match &command {
-            EscrowCommand::Deposit {
-                milestone_id,
-                idempotency_key,
-                ..
-            } => Some((*milestone_id, idempotency_key.clone())),
+            EscrowCommand::Deposit { milestone_id, .. } => Some(*milestone_id),
             _ => None,
         };
-        let result = self
-            .escrow_with(contract_id, command, &metadata, ctx.expected_version)
+        let (result, charge_asked) = CHARGE_ASKED
+            .scope(std::cell::Cell::new(false), async {
+                let result = self
+                    .escrow_with(contract_id, command, &metadata, ctx.expected_version)
+                    .await;
+                (result, CHARGE_ASKED.with(std::cell::Cell::get))
+            })
             .await;
-        if let (Err(ServiceError::Escrow(_) | ServiceError::Conflict { .. }), Some((m, key))) =
-            (&result, deposit)
-        {
-            self.void_unrecorded_charge(contract_id, m, &key).await;
+        // A refusal before the provider was asked (a stale If-Match, a closed escrow seen at
+        // once) charged nothing and writes nothing.
+        if let (Err(e), Some(milestone), true) = (&result, deposit, charge_asked) {
+            if may_leave_an_unrecorded_charge(e) {
+                self.void_unrecorded_charge(contract_id, milestone, &metadata)
+                    .await;
+            } else if matches!(e, ServiceError::Internal(_)) {
+                tracing::error!(
+                    contract.id = %contract_id, milestone.id = %milestone, error = %e,
+                    "a deposit was charged and may not be recorded; run gigledger audit reconcile"
+                );
+            }
         }
         result
     }
 
+    /// Voids `charge_key` at the provider: the second half of a void whose `ChargeVoided` is
+    /// recorded (the process manager on `ChargeVoided` finishes it after a crash). Idempotent.
+    pub async fn void_at_provider(&self, charge_key: &str) -> Result<(), GatewayError> {
+        self.gateway.void(charge_key).await
+    }
+
+    /// Voids the milestone's current charge unless the database shows a deposit for it: first
+    /// `ChargeVoided` on the escrow (which a deposit still in flight with that charge then loses
+    /// to), then the provider.
     async fn void_unrecorded_charge(
         &self,
         contract_id: ContractId,
         milestone: MilestoneId,
-        key: &str,
+        deposit: &CommandMetadata,
     ) {
-        let id = contract_id.to_string();
-        match self.escrows.load(&id).await {
-            Ok((escrow, _)) => {
-                let deposited = escrow
-                    .milestone_balance(milestone)
-                    .is_some_and(|b| b.deposited.amount > 0);
-                if deposited {
-                    return; // a deposit is on record: its charge stays
-                }
-                if let Err(e) = self.gateway.void(key).await {
-                    tracing::error!(
-                        contract.id = %contract_id, milestone.id = %milestone, error = %e,
-                        "a charge for a refused deposit could not be voided; reconcile it"
-                    );
-                }
+        // Same request, caused by the refused deposit command, sent by the platform.
+        let metadata = CommandMetadata {
+            actor_id: "system".to_owned(),
+            actor_role: "system".to_owned(),
+            ..deposit.clone()
+        };
+        let command = EscrowCommand::VoidCharge {
+            milestone_id: milestone,
+            actor: gigledger_domain::Actor::system(),
+            at: self.now(),
+        };
+        let voided = self
+            .escrows
+            .execute(&contract_id.to_string(), command, &metadata, None)
+            .await;
+        let key = match voided {
+            Ok(committed) => committed.events.into_iter().find_map(|(_, e)| match e {
+                EscrowEvent::ChargeVoided { charge_key, .. } => Some(charge_key),
+                _ => None,
+            }),
+            Err(e) => {
+                tracing::error!(
+                    contract.id = %contract_id, milestone.id = %milestone, error = %e,
+                    "could not record the void of a refused deposit's charge; reconcile it"
+                );
+                return;
             }
-            Err(e) => tracing::error!(
-                contract.id = %contract_id, milestone.id = %milestone, error = %e,
-                "could not tell whether a refused deposit's charge is recorded; reconcile it"
-            ),
+        };
+        // None: a deposit is on record, and its charge stays.
+        if let Some(key) = key {
+            if let Err(e) = self.gateway.void(&key).await {
+                tracing::error!(
+                    contract.id = %contract_id, milestone.id = %milestone, charge.key = %key,
+                    error = %e,
+                    "a voided charge could not be voided at the provider; reconcile it"
+                );
+            }
         }
     }
 
@@ -524,4 +579,24 @@ impl Services {
         };
         Ok((actor.user_id.to_string(), acting.as_str().to_owned()))
     }
+}
+
+/// Whether a deposit that failed so may have left a charge no deposit records. Refusals decided
+/// before any charge (not the client, no such milestone, a bad key) charged nothing; a milestone
+/// already deposited has its one charge recorded; a store error that may have committed leaves
+/// it to reconciliation. A charge whose answer was lost (the caller's timeout) may stand
+/// although the deposit certainly is not recorded: it is voided, and the client's retry charges
+/// under the next key. A key the provider reports voided, though the escrow has no
+/// `ChargeVoided` for it (voided at the provider directly), gets one, so that the client's retry
+/// charges under the next key. A provider that answers unavailable or declined charged nothing.
+fn may_leave_an_unrecorded_charge(e: &ServiceError) -> bool {
+    matches!(
+        e,
+        ServiceError::Escrow(
+            EscrowError::EscrowClosed
+                | EscrowError::InvariantViolated(_)
+                | EscrowError::Gateway(GatewayError::Voided | GatewayError::Timeout)
+        ) | ServiceError::Conflict { .. }
+            | ServiceError::NotRecorded(_)
+    )
 }

@@ -280,7 +280,7 @@ impl PgEventRepository {
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
-            .map_err(map_read_error)
+            .map_err(map_answer_error)
     }
 
     /// The snapshot of schema version `snapshot_version` (when given and there is one) and the
@@ -373,28 +373,111 @@ fn to_i64(n: usize) -> Result<i64, PersistenceError> {
     i64::try_from(n).map_err(|e| PersistenceError::UnknownError(Box::new(e)))
 }
 
-/// A unique violation on the events' primary key is a lost race for the next sequence number.
+/// Whether a failed store operation may have written anything.
+///
+/// The caller acts on it: after a charge, a write that certainly did not commit leaves the charge
+/// unrecorded (it is voided), while one that may have committed must be left to reconciliation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Nothing was committed: the statement never reached the server (no connection from the
+    /// pool, arguments that did not encode), the server refused it with an `ERROR` (which rolls
+    /// its transaction back: a statement timeout, a deadlock, a constraint, a trigger's refusal,
+    /// …), or it only read.
+    NotCommitted,
+    /// Perhaps committed: the connection failed or the server ended the session (`FATAL`,
+    /// `PANIC`) while the statement or its commit was under way, or the statement succeeded and
+    /// its answer could not be read.
+    Unknown,
+}
+
+/// A failed database operation of the store, with whether it may have committed. It travels boxed
+/// inside cqrs-es's errors; [`write_outcome`] finds it again.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct StoreFailure {
+    pub outcome: WriteOutcome,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+/// What a failed store operation may have written, as far as the error shows. Errors that did not
+/// come from the store's SQL (serialisation, conversions) are `Unknown`: nothing vouches for them.
+pub fn write_outcome<E: std::error::Error>(error: &AggregateError<E>) -> WriteOutcome {
+    match error {
+        // A refusal or a lost race: `handle` refused, or the primary key refused the append.
+        AggregateError::UserError(_) | AggregateError::AggregateConflict => {
+            WriteOutcome::NotCommitted
+        }
+        AggregateError::DatabaseConnectionError(e)
+        | AggregateError::DeserializationError(e)
+        | AggregateError::UnexpectedError(e) => e
+            .downcast_ref::<StoreFailure>()
+            .map_or(WriteOutcome::Unknown, |f| f.outcome),
+    }
+}
+
+/// How a statement that writes failed, from the error alone. A single statement outside a
+/// transaction commits only if it succeeds, and inside one makes the transaction roll back if it
+/// fails, so any `ERROR` the server answers means nothing of it was committed; only a connection
+/// lost (or a session ended by the server) before the answer leaves it open.
+pub fn classify(e: &sqlx::Error) -> WriteOutcome {
+    use sqlx::postgres::{PgDatabaseError, PgSeverity};
+    match e {
+        // Never sent: no connection, or the arguments did not encode.
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Configuration(_)
+        | sqlx::Error::InvalidArgument(_)
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::TypeNotFound { .. } => WriteOutcome::NotCommitted,
+        sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
+            Some(pg) if pg.severity() == PgSeverity::Error => WriteOutcome::NotCommitted,
+            // FATAL or PANIC end the session, possibly while the commit was being made durable.
+            _ => WriteOutcome::Unknown,
+        },
+        // The connection broke mid-way (Io, Tls, Protocol, WorkerCrashed), or the statement
+        // succeeded and its rows did not decode (RowNotFound, Column*, Decode).
+        _ => WriteOutcome::Unknown,
+    }
+}
+
+/// A unique violation on the events' primary key is a lost race for the next sequence number;
+/// anything else keeps whether it may have committed.
 fn map_write_error(e: sqlx::Error) -> PersistenceError {
     if let sqlx::Error::Database(db) = &e {
         if db.constraint() == Some("events_pkey") {
             return PersistenceError::OptimisticLockError;
         }
     }
-    map_read_error(e)
+    let outcome = classify(&e);
+    persistence_error(e, outcome)
 }
 
+/// A failed read wrote nothing.
 fn map_read_error(e: sqlx::Error) -> PersistenceError {
-    match e {
+    persistence_error(e, WriteOutcome::NotCommitted)
+}
+
+/// A write succeeded but its answer could not be read: it committed (or will with its
+/// transaction), so nothing about it is certain any more.
+fn map_answer_error(e: sqlx::Error) -> PersistenceError {
+    persistence_error(e, WriteOutcome::Unknown)
+}
+
+fn persistence_error(e: sqlx::Error, outcome: WriteOutcome) -> PersistenceError {
+    type Boxed = Box<dyn std::error::Error + Send + Sync>;
+    let kind: fn(Boxed) -> PersistenceError = match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => PersistenceError::ConnectionError(Box::new(e)),
+        | sqlx::Error::Protocol(_) => PersistenceError::ConnectionError,
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-            PersistenceError::DeserializationError(Box::new(e))
+            PersistenceError::DeserializationError
         }
-        other => PersistenceError::UnknownError(Box::new(other)),
-    }
+        _ => PersistenceError::UnknownError,
+    };
+    kind(Box::new(StoreFailure { outcome, source: e }))
 }
 
 impl PersistedEventRepository for PgEventRepository {

@@ -1,10 +1,12 @@
 //! The payment gateway the escrow charges clients through, and a deterministic simulation of it.
 //!
 //! A real provider (Stripe Connect, Razorpay) implements [`PaymentGateway`] outside the domain;
-//! [`SimulatedGateway`] is the default and what tests use. Providers must honour the idempotency
-//! key: a retried charge with the same key returns the first receipt and never charges twice.
+//! [`SimulatedGateway`] is the in-memory simulation the domain's unit tests use (the service runs
+//! the PostgreSQL-backed one of `gigledger-commands`, which several processes share). Providers
+//! must honour the idempotency key: a retried charge with the same key returns the first receipt
+//! and never charges twice; once the key is voided, no charge is ever made under it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -36,7 +38,8 @@ impl fmt::Display for ChargeReference {
 /// A request to take money from a payer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChargeRequest {
-    /// Retries with the same key must not charge again.
+    /// Retries with the same key must not charge again. The escrow derives it from the milestone
+    /// and its attempt (`deposit:{contract}:{milestone}:{attempt}`).
     pub idempotency_key: String,
     /// How much to charge.
     pub amount: Money,
@@ -53,19 +56,26 @@ pub struct ChargeReceipt {
     pub charge_id: String,
 }
 
-/// Why a charge was not taken. In every case nothing was charged.
+/// Why a charge was not taken, or not confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
-    /// The provider refused the charge (card declined, key reused for a different charge, …);
-    /// retrying the same request will not help.
+    /// The provider refused the charge (card declined, key reused for a different charge, key
+    /// voided, …): nothing was charged, and retrying the same request will not help.
     #[error("the payment was declined: {0}")]
     Declined(String),
-    /// The provider could not be reached or failed; retrying later may work.
+    /// The provider could not be reached or failed; retrying later may work. A real provider may
+    /// have charged before failing: a retry under the same key meets that charge, and
+    /// reconciliation reports one that no retry came for.
     #[error("the payment provider is unavailable: {0}")]
     Unavailable(String),
-    /// The provider did not answer in time (raised by the caller's timeout).
+    /// The provider did not answer in time (raised by the caller's timeout). The charge may still
+    /// be made, as for `Unavailable`.
     #[error("the payment provider did not answer in time")]
     Timeout,
+    /// The key was voided: nothing is charged under it again. The escrow records the void and
+    /// charges the milestone's next attempt under a new key.
+    #[error("the charge under this idempotency key was voided; try again")]
+    Voided,
 }
 
 /// Takes payments. Implementations must be idempotent per `idempotency_key`.
@@ -74,9 +84,10 @@ pub trait PaymentGateway: Send + Sync {
     /// Charges the payer, or explains why not.
     async fn charge(&self, req: ChargeRequest) -> Result<ChargeReceipt, GatewayError>;
 
-    /// Cancels the charge made under `idempotency_key`, if there is one: for a charge whose deposit
-    /// was never recorded (the command was refused after charging, e.g. it lost a race to a
-    /// cancellation). Voiding a key with no charge is a no-op; a later charge with the key is new.
+    /// Cancels the charge made under `idempotency_key`, for a charge whose deposit is certainly not
+    /// recorded (the escrow recorded `ChargeVoided` for the key first), and refuses every later
+    /// charge under the key (`Voided`), so a void that overtakes a slow charge still wins.
+    /// Voiding a key with no charge only does the latter; voiding twice changes nothing.
     async fn void(&self, idempotency_key: &str) -> Result<(), GatewayError>;
 }
 
@@ -104,7 +115,10 @@ struct Fingerprint {
 #[derive(Debug, Default)]
 struct Ledger {
     mode: GatewayMode,
+    /// Live charges by idempotency key.
     charges: HashMap<String, (Fingerprint, ChargeReceipt)>,
+    /// Keys voided: never charged again.
+    voided_keys: HashSet<String>,
     /// Charge ids handed out so far (ids are never reused, voids included).
     issued: usize,
     /// Charges voided, by id.
@@ -192,6 +206,9 @@ impl SimulatedGateway {
                     payer: req.payer,
                     reference: req.reference,
                 };
+                if ledger.voided_keys.contains(&req.idempotency_key) {
+                    return Outcome::Answer(Err(GatewayError::Voided));
+                }
                 if let Some((first, receipt)) = ledger.charges.get(&req.idempotency_key) {
                     return Outcome::Answer(if *first == fingerprint {
                         Ok(receipt.clone())
@@ -227,6 +244,7 @@ impl PaymentGateway for SimulatedGateway {
 
     async fn void(&self, idempotency_key: &str) -> Result<(), GatewayError> {
         let mut ledger = self.ledger();
+        ledger.voided_keys.insert(idempotency_key.to_owned());
         if let Some((_, receipt)) = ledger.charges.remove(idempotency_key) {
             ledger.voided.push(receipt.charge_id);
         }
@@ -300,6 +318,27 @@ mod tests {
         assert!(gateway.charge(request("key-1", 500)).await.is_ok());
         assert!(gateway.charge(request("key-1", 500)).await.is_ok());
         assert_eq!(gateway.charge_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_voided_key_is_never_charged_again_even_when_the_void_came_first() {
+        let gateway = SimulatedGateway::new();
+        let charged = gateway.charge(request("a", 100)).await.unwrap();
+        gateway.void("a").await.unwrap();
+        gateway.void("a").await.unwrap();
+        assert_eq!(gateway.voided(), vec![charged.charge_id]);
+        assert_eq!(
+            gateway.charge(request("a", 100)).await,
+            Err(GatewayError::Voided)
+        );
+        // A void that overtakes its charge (a timed-out request) still wins.
+        gateway.void("b").await.unwrap();
+        assert_eq!(
+            gateway.charge(request("b", 100)).await,
+            Err(GatewayError::Voided)
+        );
+        assert_eq!(gateway.charge_count(), 0);
+        assert_eq!(gateway.charged_total(Currency::USD), 0);
     }
 
     #[tokio::test]

@@ -15,6 +15,10 @@
 //! The copies are analysed (`ANALYZE`) once caught up, so they are swapped in with planner
 //! statistics.
 //!
+//! When the analysts' views (schema `analytics`) read a table being swapped, the swap also drops
+//! them before it drops tables and defines them again over the moved-in copies, in the same
+//! transaction.
+//!
 //! One rebuild per read model at a time, across processes: a rebuild holds a session advisory
 //! lock (on a dedicated connection, so it ends with the rebuild or its process) from step 1 to the
 //! end, and a second one is refused at once. Two replays into the same copy would otherwise each
@@ -170,6 +174,32 @@ async fn swap(
         .execute(&mut *tx)
         .await?;
     let copy = load_checkpoint(pool, &target.checkpoint).await?;
+    // The analysts' views read tables of `read` by oid: when one reads a table swapped here, they
+    // go before the tables do and are defined again over the moved-in copies below
+    // (migrations/20261201000120_analyst_schema.sql). Other models' swaps leave them alone, so
+    // an analyst's long query holds back only the rebuild of what it reads.
+    let names: Vec<&str> = tables.to_vec();
+    let views_read_these: bool = sqlx::query_scalar(
+        "select exists (
+             select 1
+               from pg_depend d
+               join pg_rewrite r on r.oid = d.objid
+               join pg_class v on v.oid = r.ev_class
+               join pg_namespace vn on vn.oid = v.relnamespace
+               join pg_class t on t.oid = d.refobjid
+               join pg_namespace tn on tn.oid = t.relnamespace
+              where d.classid = 'pg_rewrite'::regclass and d.refclassid = 'pg_class'::regclass
+                and vn.nspname = 'analytics' and tn.nspname = 'read'
+                and t.relname = any($1))",
+    )
+    .bind(&names)
+    .fetch_one(&mut *tx)
+    .await?;
+    if views_read_these {
+        sqlx::query("select analyst_views_drop()")
+            .execute(&mut *tx)
+            .await?;
+    }
     for table in tables {
         let table = checked(table)?;
         sqlx::query(&format!("drop table read.{table}"))
@@ -197,11 +227,13 @@ async fn swap(
         .bind(&target.checkpoint)
         .execute(&mut *tx)
         .await?;
-    // Moved tables keep the grants they were created with in read_rebuild; restate the read
-    // schema's.
-    sqlx::query("grant select on all tables in schema read to gigledger_analyst")
-        .execute(&mut *tx)
-        .await?;
+    if views_read_these {
+        sqlx::query("select analyst_views_create()")
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Moved tables keep the grants they were created with in read_rebuild (none); restate the
+    // application's. Analysts get nothing in `read`: they read the views of schema `analytics`.
     sqlx::query(
         "grant select, insert, update, delete on all tables in schema read to gigledger_app",
     )

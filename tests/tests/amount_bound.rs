@@ -248,7 +248,8 @@ async fn amounts_at_the_bound_never_stop_a_read_model_and_sums_stay_exact(pool: 
     assert_eq!(
         periods
             .iter()
-            .map(|p| (p.gmv_released, p.fees, p.refunds))
+            .flat_map(|p| &p.totals)
+            .map(|t| (t.gmv_released, t.fees, t.refunds))
             .collect::<Vec<_>>(),
         vec![(seed + gross, seed + fee, seed + gross)]
     );

@@ -534,7 +534,7 @@ async fn a_failing_gateway_writes_nothing_and_the_retry_with_the_same_key_charge
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
-async fn a_hanging_gateway_times_out_and_writes_nothing(pool: PgPool) {
+async fn a_hanging_gateway_times_out_moves_no_money_and_voids_the_unanswered_charge(pool: PgPool) {
     let config = ServicesConfig {
         gateway_timeout: std::time::Duration::from_millis(100),
         ..ServicesConfig::default()
@@ -547,7 +547,20 @@ async fn a_hanging_gateway_times_out_and_writes_nothing(pool: PgPool) {
     let before = w.event_count().await;
     let err = w.fund(contract, m[0], "k").await.unwrap_err();
     assert_eq!(err.kind(), Some(gigledger_domain::ErrorKind::Unavailable));
-    assert_eq!(w.event_count().await, before);
+    // An unanswered charge may stand at the provider: the one event written is its void (no
+    // money moves), so that the client's retry charges under the milestone's next key.
+    let written: Vec<String> =
+        sqlx::query_scalar("select event_type from events order by position offset $1")
+            .bind(before)
+            .fetch_all(&w.pool)
+            .await
+            .unwrap();
+    assert_eq!(written, vec!["ChargeVoided".to_owned()]);
+    assert_eq!(w.balance(contract, m[0]).await.0, 0);
+    w.gateway.set_mode(GatewayMode::Succeed);
+    w.fund(contract, m[0], "k").await.unwrap();
+    assert_eq!(w.gateway.charge_count(), 1);
+    assert_eq!(w.balance(contract, m[0]).await.0, 40_00);
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
@@ -866,7 +879,18 @@ async fn a_deposit_that_charged_then_lost_to_a_cancellation_has_its_charge_voide
         ),
         "{err:?}"
     );
-    assert_eq!(w.event_count().await, before, "nothing recorded");
+    // No deposit is recorded; the void is (ChargeVoided), before the provider is asked.
+    let written: Vec<String> = sqlx::query_scalar(
+        "select event_type from events where aggregate_type = 'escrow' and aggregate_id = $1
+            and position > (select max(position) from events where event_type = 'EscrowClosed'
+                               and aggregate_id = $1)",
+    )
+    .bind(contract.to_string())
+    .fetch_all(&w.pool)
+    .await
+    .unwrap();
+    assert_eq!(written, vec!["ChargeVoided".to_owned()]);
+    assert_eq!(w.event_count().await, before + 1);
     assert_eq!(
         w.gateway.voided().len(),
         1,

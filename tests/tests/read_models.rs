@@ -16,6 +16,7 @@ use gigledger_domain::{
 };
 use gigledger_projections::log::{read_after, Checkpoint, RecordedEvent};
 use gigledger_projections::read::gig_board::{self, GigCard, GigQuery, GigSort};
+use gigledger_projections::read::proposals::ProposalViewStatus;
 use gigledger_projections::read::{
     self, analytics, contracts, ledger, notifications, proposals, user_stats, ReadError,
 };
@@ -867,14 +868,19 @@ async fn the_read_functions_tell_each_party_what_happened(pool: PgPool) {
     assert_eq!(gig1.skills, ["rust", "postgres", "api"]);
     assert_eq!(gig1.status, GigStatus::Hired);
     assert_eq!(gig1.proposals_count, 3);
-    assert_eq!(gig1.hired_contract_id, Some(s.contract1.0));
+    assert_eq!(
+        gig_board::hired_contract(&pool, s.gig1, s.client1.user_id)
+            .await
+            .expect("reads"),
+        Some(s.contract1)
+    );
     assert_eq!(gig1.deadline, NaiveDate::from_ymd_opt(2026, 12, 31));
 
     // Proposals: the owner's view of the gig, in arrival order; a freelancer's, newest first.
     let on_gig1 = proposals::proposals_of_gig(&pool, s.gig1, None, None)
         .await
         .expect("reads");
-    let summary: Vec<(UserId, ProposalStatus)> = on_gig1
+    let summary: Vec<(UserId, ProposalViewStatus)> = on_gig1
         .items
         .iter()
         .map(|p| (p.freelancer_id, p.status))
@@ -882,9 +888,9 @@ async fn the_read_functions_tell_each_party_what_happened(pool: PgPool) {
     assert_eq!(
         summary,
         [
-            (s.freelancer1.user_id, ProposalStatus::Accepted),
-            (s.freelancer2.user_id, ProposalStatus::Rejected),
-            (s.freelancer3.user_id, ProposalStatus::Withdrawn),
+            (s.freelancer1.user_id, ProposalViewStatus::Accepted),
+            (s.freelancer2.user_id, ProposalViewStatus::Rejected),
+            (s.freelancer3.user_id, ProposalViewStatus::Withdrawn),
         ]
     );
     assert_eq!(on_gig1.items[0].contract_id, Some(s.contract1));
@@ -1050,7 +1056,7 @@ async fn the_read_functions_tell_each_party_what_happened(pool: PgPool) {
     let first = notifications::notifications_of(&pool, s.freelancer2.user_id, None, Some(1))
         .await
         .expect("reads");
-    let marked = notifications::mark_read(&pool, s.freelancer2.user_id, &[first.items[0].position])
+    let marked = notifications::mark_read_up_to(&pool, s.freelancer2.user_id, &first.items[0].id)
         .await
         .expect("writes");
     assert_eq!(marked, 1);
@@ -1126,12 +1132,15 @@ async fn the_read_functions_tell_each_party_what_happened(pool: PgPool) {
     let gmv = analytics::gmv(&pool, day(), day(), analytics::Interval::Month, None)
         .await
         .expect("reads");
-    let month = NaiveDate::from_ymd_opt(2026, 11, 1).expect("a date");
     assert_eq!(
         gmv.iter()
-            .map(|g| (g.period, g.currency.as_str(), g.gmv_released, g.refunds))
+            .flat_map(|g| g.totals.iter().map(move |t| (g.start, g.end, t)))
+            .map(|(start, end, t)| (start, end, t.currency.as_str(), t.gmv_released, t.refunds))
             .collect::<Vec<_>>(),
-        [(month, "EUR", 0, 30_000), (month, "USD", 27_000, 8_000)]
+        [
+            (day(), day(), "EUR", 0, 30_000),
+            (day(), day(), "USD", 27_000, 8_000)
+        ]
     );
     let hires = analytics::time_to_hire(&pool, day(), day())
         .await

@@ -394,13 +394,16 @@ select i, k,
        timestamptz '2026-01-01 00:00:00+00' + i * interval '1 minute'
   from generate_series(1, 150000) as i, generate_series(0, 1) as k;
 
--- 300 000 notifications, 100 000 of them one user's (a tenth unread).
-insert into read.notifications (transaction_id, position, user_id, kind, data, created_at, read)
+-- 300 000 notifications, 100 000 of them one user's, who read all but the last 10 000.
+insert into read.notifications (transaction_id, position, user_id, kind, data, created_at)
 select i, i,
        case when i % 3 = 0 then pg_temp.tid(7, 0) else pg_temp.tid(7, 1 + i % 50000) end,
        'proposal_received', '{}',
-       timestamptz '2026-01-01 00:00:00+00' + i * interval '1 minute', i % 10 <> 0
+       timestamptz '2026-01-01 00:00:00+00' + i * interval '1 minute'
   from generate_series(1, 300000) as i;
+
+insert into read.notification_read_marks (user_id, transaction_id, position)
+select pg_temp.tid(7, i), 270000, 270000 from generate_series(0, 50000) as i;
 
 insert into read.user_stats (user_id, rating_sum, rating_count, completed_as_client,
                              completed_as_freelancer)
@@ -705,6 +708,27 @@ fn cases() -> Vec<Case> {
             },
         )
         .ranking(),
+        case("gigs_of_client", |pool| async move {
+            Ok(gig_board::gigs_of_client(&pool, client(), None, None, None)
+                .await?
+                .items
+                .len())
+        }),
+        case("gigs_of_client status=open", |pool| async move {
+            Ok(
+                gig_board::gigs_of_client(&pool, client(), Some(GigStatus::Open), None, None)
+                    .await?
+                    .items
+                    .len(),
+            )
+        }),
+        case("hired_contract", |pool| async move {
+            Ok(usize::from(
+                gig_board::hired_contract(&pool, GigId(tid(1, 11)), UserId(tid(2, 11)))
+                    .await?
+                    .is_none(),
+            ))
+        }),
         case("get_gig", |pool| async move {
             Ok(gig_board::get_gig(&pool, GigId(tid(1, 77)))
                 .await?
@@ -765,6 +789,20 @@ fn cases() -> Vec<Case> {
             )
         })
         .sorting(2 * PAGE),
+        case("dispute_queue open", |pool| async move {
+            Ok(
+                contracts::dispute_queue(&pool, Some(contracts::DisputeStatus::Open), None, None)
+                    .await?
+                    .items
+                    .len(),
+            )
+        }),
+        case("dispute_queue every status", |pool| async move {
+            Ok(contracts::dispute_queue(&pool, None, None, None)
+                .await?
+                .items
+                .len())
+        }),
         case("get_contract", |pool| async move {
             Ok(contracts::get_contract(&pool, ContractId(tid(5, 42)))
                 .await?
@@ -828,6 +866,30 @@ fn cases() -> Vec<Case> {
                     .items
                     .len(),
             )
+        }),
+        case("notifications_newest_first", |pool| async move {
+            Ok(
+                notifications::notifications_newest_first(&pool, notified(), false, None, None)
+                    .await?
+                    .items
+                    .len(),
+            )
+        }),
+        case("notifications_newest_first unread", |pool| async move {
+            Ok(
+                notifications::notifications_newest_first(&pool, notified(), true, None, None)
+                    .await?
+                    .items
+                    .len(),
+            )
+        }),
+        case("unread_count", |pool| async move {
+            Ok(usize::try_from(notifications::unread_count(&pool, notified()).await?).unwrap_or(0))
+        }),
+        case("mark_read_up_to", |pool| async move {
+            let up_to = format!("280002-280002-{}", notified().0);
+            notifications::mark_read_up_to(&pool, notified(), &up_to).await?;
+            Ok(1)
         }),
         // The profile.
         case("profile", |pool| async move {

@@ -220,7 +220,7 @@ async fn wait_until_caught_up(pool: &PgPool) {
         .unwrap();
     for handler in gigledger_projections::read::all() {
         assert!(
-            wait_for_position(pool, handler.name(), last, Duration::from_secs(60))
+            wait_for_position(pool, handler.name(), last, Duration::from_secs(180))
                 .await
                 .unwrap(),
             "{} caught up",

@@ -33,16 +33,14 @@ pub enum EscrowCommand {
         /// The command's time.
         at: DateTime<Utc>,
     },
-    /// The client funds a milestone: the gateway is charged first, with `idempotency_key`.
-    ///
-    /// The key is what stops double charges, so two concurrent fund requests for one
-    /// milestone must not carry different keys (only one deposit can be written; the other
-    /// charge would be left over): use the request's `Idempotency-Key`, and serialise fund
-    /// requests per milestone or derive the key from the contract and milestone.
+    /// The client funds a milestone: the gateway is charged first, under the milestone's own
+    /// provider-side key ([`super::charge_key`]), so any number of requests, processes or stale
+    /// caches meet one charge.
     Deposit {
         /// The milestone.
         milestone_id: MilestoneId,
-        /// Passed to the gateway so a retried request never charges twice (1–255 characters).
+        /// The request's `Idempotency-Key` (1–255 characters), by which the API replays its
+        /// answer. Not sent to the provider: a reused client key never names another charge.
         idempotency_key: String,
         /// The escrow's client.
         actor: Actor,
@@ -82,6 +80,17 @@ pub enum EscrowCommand {
         /// The command's time.
         at: DateTime<Utc>,
     },
+    /// Process (after a deposit that may have charged and is certainly not recorded): void the
+    /// milestone's current charge, recording `ChargeVoided` before the provider is asked. A
+    /// no-op when a deposit is recorded: its charge stays.
+    VoidCharge {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// Must be the system.
+        actor: Actor,
+        /// The command's time.
+        at: DateTime<Utc>,
+    },
     /// Process (on `ContractCancelled`): refund the held, unfrozen funds of the milestones the
     /// contract cancelled, and close the escrow. Milestones not listed (approved or resolved but
     /// not yet released or settled) keep their funds for their own step. A no-op once closed.
@@ -107,7 +116,8 @@ impl EscrowCommand {
             | Self::Release { actor, .. }
             | Self::Freeze { actor, .. }
             | Self::Settle { actor, .. }
-            | Self::RefundUnreleased { actor, .. } => actor,
+            | Self::RefundUnreleased { actor, .. }
+            | Self::VoidCharge { actor, .. } => actor,
         }
     }
 }

@@ -95,7 +95,7 @@ impl EscrowError {
         match self {
             Self::EscrowNotFound | Self::MilestoneNotFound => ErrorKind::NotFound,
             Self::NotSystem | Self::NotTheClient => ErrorKind::Forbidden,
-            Self::Gateway(GatewayError::Declined(_)) => ErrorKind::Conflict,
+            Self::Gateway(GatewayError::Declined(_) | GatewayError::Voided) => ErrorKind::Conflict,
             Self::Gateway(GatewayError::Unavailable(_) | GatewayError::Timeout) => {
                 ErrorKind::Unavailable
             }

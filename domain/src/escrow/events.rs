@@ -97,6 +97,17 @@ pub enum EscrowEvent {
         /// When.
         closed_at: DateTime<Utc>,
     },
+    /// The milestone's charge under `charge_key` is voided at the provider: no deposit records
+    /// it (the deposit was refused or failed after charging). Nothing was held, so no money moves
+    /// here; the milestone's next deposit charges under the next key.
+    ChargeVoided {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// The provider-side idempotency key of the voided charge.
+        charge_key: String,
+        /// When.
+        voided_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for EscrowEvent {
@@ -108,6 +119,7 @@ impl DomainEvent for EscrowEvent {
             Self::FundsFrozen { .. } => "FundsFrozen",
             Self::FundsRefunded { .. } => "FundsRefunded",
             Self::EscrowClosed { .. } => "EscrowClosed",
+            Self::ChargeVoided { .. } => "ChargeVoided",
         };
         name.to_owned()
     }
@@ -198,9 +210,10 @@ impl EscrowEvent {
                 ),
                 JournalLine::new(CLIENT_REFUND_ACCOUNT, amount.amount, amount.currency),
             ],
-            Self::EscrowOpened { .. } | Self::FundsFrozen { .. } | Self::EscrowClosed { .. } => {
-                Vec::new()
-            }
+            Self::EscrowOpened { .. }
+            | Self::FundsFrozen { .. }
+            | Self::EscrowClosed { .. }
+            | Self::ChargeVoided { .. } => Vec::new(),
         }
     }
 }

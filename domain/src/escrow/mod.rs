@@ -8,6 +8,15 @@
 //!
 //! The only outside effect in the domain lives here: a deposit charges the client through the
 //! [`PaymentGateway`] *before* anything is written, so a failed charge leaves no trace.
+//!
+//! The provider-side idempotency key of a charge is derived from the milestone and its attempt
+//! ([`charge_key`]), never taken from the client's request: whatever the process, cache or client
+//! key, a milestone has at most one live charge at the provider, and any number of requests to
+//! fund it meet that one charge. A charge that no deposit records (the deposit was refused or
+//! failed after charging) is voided by `VoidCharge`, which records `ChargeVoided` first: that
+//! event takes the stream's next sequence, so a deposit still in flight with the voided charge can
+//! no longer be appended (it retries on the new state), and the milestone's next attempt charges
+//! under a new key.
 
 mod commands;
 mod errors;
@@ -37,6 +46,14 @@ use crate::snapshot::SnapshotSchema;
 
 /// Longest idempotency key accepted, in characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+
+/// The provider-side idempotency key of a milestone's charge: `deposit:{contract}:{milestone}:{attempt}`.
+/// The attempt starts at 1 and moves on with each `ChargeVoided` of the milestone, so a voided
+/// charge's key is never charged again.
+#[must_use]
+pub fn charge_key(contract: ContractId, milestone: MilestoneId, attempt: u32) -> String {
+    format!("deposit:{contract}:{milestone}:{attempt}")
+}
 
 /// What the escrow needs from outside: the payment gateway.
 #[derive(Clone)]
@@ -107,7 +124,8 @@ pub struct Escrow {
 
 /// Bump on any change to the shape or meaning of `EscrowState` (or what it holds).
 impl SnapshotSchema for Escrow {
-    const SNAPSHOT_VERSION: i32 = 1;
+    // 2: the state keeps the charges voided per milestone (`voided_charges`).
+    const SNAPSHOT_VERSION: i32 = 2;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -131,6 +149,10 @@ struct Account {
     refunded: i64,
     frozen: bool,
     settled: bool,
+    /// Charges of this milestone voided so far (`ChargeVoided`); absent from snapshots written
+    /// before voids were recorded, which had none.
+    #[serde(default)]
+    voided_charges: u32,
 }
 
 impl Account {
@@ -229,6 +251,14 @@ impl Aggregate for Escrow {
                 actor,
                 at,
             } => self.refund_unreleased(&milestones, reason, &actor, at)?,
+            EscrowCommand::VoidCharge {
+                milestone_id,
+                actor,
+                at,
+            } => self
+                .void_charge(milestone_id, &actor, at)?
+                .into_iter()
+                .collect(),
         };
         self.check_invariants(&events)?;
         for event in events {
@@ -264,6 +294,7 @@ impl Aggregate for Escrow {
                         refunded: 0,
                         frozen: false,
                         settled: false,
+                        voided_charges: 0,
                     })
                     .collect(),
                 closed: false,
@@ -310,6 +341,11 @@ impl Aggregate for Escrow {
                 }
             }
             EscrowEvent::EscrowClosed { .. } => state.closed = true,
+            EscrowEvent::ChargeVoided { milestone_id, .. } => {
+                if let Some(account) = state.account_mut(milestone_id) {
+                    account.voided_charges = account.voided_charges.saturating_add(1);
+                }
+            }
         }
     }
 }
@@ -340,6 +376,15 @@ impl EscrowState {
 
     fn money(&self, amount: i64) -> Money {
         Money::new(amount, self.currency)
+    }
+
+    /// The provider-side key of the milestone's current charge attempt.
+    fn charge_key(&self, account: &Account) -> String {
+        charge_key(
+            self.contract_id,
+            account.milestone_id,
+            account.voided_charges.saturating_add(1),
+        )
     }
 
     /// What is held for a milestone, as money. Only called once the invariants hold, so the
@@ -408,6 +453,16 @@ impl Escrow {
             .account(milestone_id)
             .ok()
             .map(|account| state.balance(account))
+    }
+
+    /// The provider-side key the milestone's next charge uses ([`charge_key`]).
+    #[must_use]
+    pub fn charge_key(&self, milestone_id: MilestoneId) -> Option<String> {
+        let state = self.state.as_ref()?;
+        state
+            .account(milestone_id)
+            .ok()
+            .map(|account| state.charge_key(account))
     }
 
     /// Every milestone's balances, in schedule order.
@@ -531,6 +586,20 @@ impl Escrow {
                     Ok(())
                 }
             }
+            EscrowEvent::ChargeVoided {
+                milestone_id,
+                charge_key: key,
+                ..
+            } => {
+                let account = state.account(*milestone_id)?;
+                if account.deposited != 0 {
+                    Err(Violated("a recorded deposit's charge is never voided"))
+                } else if *key != state.charge_key(account) {
+                    Err(Violated("a void names the milestone's current charge"))
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 
@@ -619,8 +688,10 @@ impl Escrow {
         if idempotency_key.trim().is_empty() || key_chars > MAX_IDEMPOTENCY_KEY_CHARS {
             return Err(EscrowError::InvalidIdempotencyKey);
         }
+        // The client's key guards its request (the API replays answers by it); the provider's
+        // key is the milestone's, so no second request, process or stale cache charges twice.
         Ok(ChargeRequest {
-            idempotency_key,
+            idempotency_key: state.charge_key(account),
             amount: state.money(account.scheduled),
             payer: state.client_id,
             reference: ChargeReference {
@@ -628,6 +699,25 @@ impl Escrow {
                 milestone_id,
             },
         })
+    }
+
+    /// `ChargeVoided` for the milestone's current charge unless a deposit records it.
+    fn void_charge(
+        &self,
+        milestone_id: MilestoneId,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<EscrowEvent>, EscrowError> {
+        let state = self.as_system(actor)?;
+        let account = state.account(milestone_id)?;
+        if account.deposited != 0 {
+            return Ok(None);
+        }
+        Ok(Some(EscrowEvent::ChargeVoided {
+            milestone_id,
+            charge_key: state.charge_key(account),
+            voided_at: at,
+        }))
     }
 
     fn release(
@@ -797,7 +887,8 @@ impl Authorise for Escrow {
             EscrowCommand::Release { actor, .. }
             | EscrowCommand::Freeze { actor, .. }
             | EscrowCommand::Settle { actor, .. }
-            | EscrowCommand::RefundUnreleased { actor, .. } => {
+            | EscrowCommand::RefundUnreleased { actor, .. }
+            | EscrowCommand::VoidCharge { actor, .. } => {
                 self.as_system(actor).map(|_| ActingAs::System)
             }
         }
@@ -1173,9 +1264,9 @@ mod tests {
     #[test]
     fn a_declined_charge_writes_nothing_and_is_a_conflict() {
         let (services, gateway) = EscrowServices::simulated();
-        // The key was already used for a different charge.
+        // The milestone's key was already used for a different charge.
         let other = ChargeRequest {
-            idempotency_key: format!("fund-{}", m1()),
+            idempotency_key: charge_key(contract_id(), m1(), 1),
             amount: usd(1),
             payer: client().user_id,
             reference: ChargeReference {
@@ -1688,6 +1779,110 @@ mod tests {
             let back: EscrowEvent = serde_json::from_value(json).unwrap();
             assert_eq!(back, event);
         }
+    }
+
+    // ---- VoidCharge and the provider-side key ----
+
+    fn void_charge(milestone_id: MilestoneId, actor: Actor) -> EscrowCommand {
+        EscrowCommand::VoidCharge {
+            milestone_id,
+            actor,
+            at: now(),
+        }
+    }
+
+    fn charge_voided(milestone_id: MilestoneId, attempt: u32) -> EscrowEvent {
+        EscrowEvent::ChargeVoided {
+            milestone_id,
+            charge_key: charge_key(contract_id(), milestone_id, attempt),
+            voided_at: now(),
+        }
+    }
+
+    #[test]
+    fn deposits_with_different_client_keys_meet_the_milestones_one_charge() {
+        let (services, gateway) = EscrowServices::simulated();
+        for client_key in ["first", "second"] {
+            let command = EscrowCommand::Deposit {
+                milestone_id: m1(),
+                idempotency_key: client_key.to_owned(),
+                actor: client(),
+                at: now(),
+            };
+            EscrowTest::with(services.clone())
+                .given(vec![opened()])
+                .when(command)
+                .then_expect_events(vec![deposited(m1(), 20_000)]);
+        }
+        assert_eq!(gateway.charge_count(), 1);
+    }
+
+    #[test]
+    fn the_platform_voids_an_unrecorded_charge_under_the_milestones_current_key() {
+        EscrowTest::with(services())
+            .given(vec![opened()])
+            .when(void_charge(m1(), system()))
+            .then_expect_events(vec![charge_voided(m1(), 1)]);
+        EscrowTest::with(services())
+            .given(vec![opened(), charge_voided(m1(), 1)])
+            .when(void_charge(m1(), system()))
+            .then_expect_events(vec![charge_voided(m1(), 2)]);
+        let escrow = rebuilt(vec![opened(), charge_voided(m1(), 1)]);
+        assert_eq!(
+            escrow.charge_key(m1()),
+            Some(charge_key(contract_id(), m1(), 2))
+        );
+        assert_eq!(
+            escrow.charge_key(m2()),
+            Some(charge_key(contract_id(), m2(), 1))
+        );
+    }
+
+    #[test]
+    fn a_recorded_deposits_charge_is_never_voided() {
+        EscrowTest::with(services())
+            .given(vec![opened(), deposited(m1(), 20_000)])
+            .when(void_charge(m1(), system()))
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn only_the_platform_voids_charges() {
+        EscrowTest::with(services())
+            .given(vec![opened()])
+            .when(void_charge(m1(), client()))
+            .then_expect_error(EscrowError::NotSystem);
+    }
+
+    #[test]
+    fn after_a_void_the_next_deposit_charges_under_the_next_key() {
+        let (services, gateway) = EscrowServices::simulated();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let first = ChargeRequest {
+            idempotency_key: charge_key(contract_id(), m1(), 1),
+            amount: usd(20_000),
+            payer: client().user_id,
+            reference: ChargeReference {
+                contract_id: contract_id(),
+                milestone_id: m1(),
+            },
+        };
+        runtime.block_on(gateway.charge(first)).unwrap();
+        runtime
+            .block_on(gateway.void(&charge_key(contract_id(), m1(), 1)))
+            .unwrap();
+        EscrowTest::with(services)
+            .given(vec![opened(), charge_voided(m1(), 1)])
+            .when(deposit(m1(), client()))
+            .then_expect_events(vec![EscrowEvent::FundsDeposited {
+                milestone_id: m1(),
+                amount: usd(20_000),
+                charge_id: "sim_ch_000002".to_owned(),
+                deposited_at: now(),
+            }]);
+        assert_eq!(gateway.charge_count(), 1);
     }
 
     #[test]

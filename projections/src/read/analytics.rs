@@ -5,6 +5,19 @@
 //! increments the daily rollups only when it inserted the fact, so every event counts exactly
 //! once. Days are UTC dates of the domain's times (posted_at, submitted_at, accepted_at,
 //! released_at, refunded_at). Date ranges are inclusive at both ends.
+//!
+//! Every figure of a gig is counted under its current skills and currency: a revision moves
+//! the gig's posting and proposals from the old skills and currency to the new ones (a gig is
+//! revised only while open, before any hire or money).
+//!
+//! Which set each figure is computed over:
+//! - volumes, GMV: the day each thing happened (posted, submitted, accepted, released,
+//!   refunded); GMV lists every period of the range, zeros included (ISO weeks from Monday);
+//! - funnel: the gigs *posted* in the range, and what became of them since;
+//! - time to hire: the hires *accepted* in the range, whenever their gig was posted;
+//! - disputes: opened in the range, resolved in the range, refund share over those resolved;
+//! - skills: gigs posted in the range (demand) and proposals submitted in the range (supply),
+//!   each under its gig's current skills.
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use gigledger_domain::{ContractEvent, EscrowEvent, GigEvent, Money};
@@ -158,18 +171,31 @@ async fn on_gig(
             }
         }
         GigEvent::GigRevised { skills, budget, .. } => {
-            sqlx::query(
-                "update analytics_gigs
-                    set skills = coalesce($3, skills), currency = coalesce($4, currency),
+            // The self-join reads the row as it was before this update: the old skills and
+            // currency, under which the gig's figures were counted so far.
+            let revised: Option<(Vec<String>, String, Vec<String>, String)> = sqlx::query_as(
+                "update analytics_gigs g
+                    set skills = coalesce($3, g.skills), currency = coalesce($4, g.currency),
                         last_position = $2
-                  where gig_id = $1 and last_position < $2",
+                   from analytics_gigs old
+                  where g.gig_id = $1 and old.gig_id = $1 and g.last_position < $2
+              returning old.skills, old.currency, g.skills, g.currency",
             )
             .bind(gig_id)
             .bind(position)
             .bind(skills)
             .bind(budget.as_ref().map(|b| b.currency().code()))
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            if let Some((old_skills, old_currency, new_skills, new_currency)) = revised {
+                move_figures(
+                    tx,
+                    gig_id,
+                    (&old_skills, &old_currency),
+                    (&new_skills, &new_currency),
+                )
+                .await?;
+            }
         }
         GigEvent::ProposalSubmitted {
             proposal_id,
@@ -189,23 +215,27 @@ async fn on_gig(
             .await?
             .rows_affected();
             if inserted == 1 {
-                let skills: Option<Vec<String>> = sqlx::query_scalar(
+                // Counted under the gig's current skills and currency, as every figure of the
+                // gig is (a revision moves them all, see `move_figures`).
+                let gig: Option<(Vec<String>, String)> = sqlx::query_as(
                     "update analytics_gigs
                         set proposals = proposals + 1,
                             first_proposal_at = coalesce(first_proposal_at, $2)
                       where gig_id = $1
-                  returning skills",
+                  returning skills, currency",
                 )
                 .bind(gig_id)
                 .bind(submitted_at)
                 .fetch_optional(&mut *tx)
                 .await?;
+                let (skills, currency) =
+                    gig.unwrap_or_else(|| (Vec::new(), bid.currency.code().to_owned()));
                 let delta = DailyDelta {
                     proposals: 1,
                     ..DailyDelta::default()
                 };
-                add_daily(tx, *submitted_at, bid.currency.code(), delta).await?;
-                add_skills(tx, *submitted_at, &skills.unwrap_or_default(), 0, 1).await?;
+                add_daily(tx, *submitted_at, &currency, delta).await?;
+                add_skills(tx, *submitted_at, &skills, 0, 1).await?;
             }
         }
         GigEvent::ProposalAccepted {
@@ -215,13 +245,21 @@ async fn on_gig(
             posted_at,
             ..
         } => {
+            // The gig's current currency (the terms' by the domain's rules: a gig's currency
+            // cannot change while a proposal is live), so every figure of the gig agrees.
+            let currency: String =
+                sqlx::query_scalar("select currency from analytics_gigs where gig_id = $1")
+                    .bind(gig_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or_else(|| terms.currency.code().to_owned());
             let inserted = sqlx::query(
                 "insert into analytics_hires (contract_id, gig_id, currency, posted_at, accepted_at)
                  values ($1, $2, $3, $4, $5) on conflict (contract_id) do nothing",
             )
             .bind(contract_id.0)
             .bind(gig_id)
-            .bind(terms.currency.code())
+            .bind(&currency)
             .bind(posted_at)
             .bind(accepted_at)
             .execute(&mut *tx)
@@ -240,13 +278,119 @@ async fn on_gig(
                     hires: 1,
                     ..DailyDelta::default()
                 };
-                add_daily(tx, *accepted_at, terms.currency.code(), delta).await?;
+                add_daily(tx, *accepted_at, &currency, delta).await?;
             }
         }
         GigEvent::ProposalWithdrawn { .. }
         | GigEvent::ProposalRejected { .. }
         | GigEvent::GigClosed { .. }
         | GigEvent::GigCancelled { .. } => {}
+    }
+    Ok(())
+}
+
+/// Moves a revised gig's figures from its old skills and currency to its new ones, so that
+/// demand (the gig), supply (its proposals) and the daily counts all count it under the same,
+/// current skills and currency. Only the posting and the proposals are moved: a gig is revised
+/// only while open, so it has no hire yet, and money moves only after a hire.
+async fn move_figures(
+    tx: &mut PgConnection,
+    gig_id: Uuid,
+    (old_skills, old_currency): (&[String], &str),
+    (new_skills, new_currency): (&[String], &str),
+) -> Result<(), sqlx::Error> {
+    let mut old_sorted = old_skills.to_vec();
+    let mut new_sorted = new_skills.to_vec();
+    old_sorted.sort();
+    new_sorted.sort();
+    let skills_changed = old_sorted != new_sorted;
+    let currency_changed = old_currency != new_currency;
+    if !skills_changed && !currency_changed {
+        return Ok(());
+    }
+    // The gig's figures per UTC day: 1 gig on its posting day, its proposals on theirs.
+    let figures: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(
+        "select day, sum(gigs)::bigint, sum(proposals)::bigint
+           from (select (posted_at at time zone 'UTC')::date as day, 1 as gigs, 0 as proposals
+                   from analytics_gigs where gig_id = $1
+                 union all
+                 select (submitted_at at time zone 'UTC')::date, 0, 1
+                   from analytics_proposals where gig_id = $1) f
+          group by day order by day",
+    )
+    .bind(gig_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let days: Vec<NaiveDate> = figures.iter().map(|f| f.0).collect();
+    let gigs: Vec<i64> = figures.iter().map(|f| f.1).collect();
+    let proposals: Vec<i64> = figures.iter().map(|f| f.2).collect();
+    if currency_changed {
+        // One row per (day, currency): minus under the old currency, plus under the new.
+        sqlx::query(
+            "insert into analytics_daily (day, currency, gigs_posted, proposals)
+             select f.day, c.currency, c.sign * f.gigs, c.sign * f.proposals
+               from unnest($1::date[], $2::bigint[], $3::bigint[]) as f (day, gigs, proposals)
+              cross join (values ($4::text, -1::bigint), ($5::text, 1::bigint)) as c (currency, sign)
+             on conflict (day, currency) do update
+                set gigs_posted = analytics_daily.gigs_posted + excluded.gigs_posted,
+                    proposals = analytics_daily.proposals + excluded.proposals",
+        )
+        .bind(&days)
+        .bind(&gigs)
+        .bind(&proposals)
+        .bind(old_currency)
+        .bind(new_currency)
+        .execute(&mut *tx)
+        .await?;
+        // A day that only this gig made active in the old currency is gone from it.
+        sqlx::query(
+            "delete from analytics_daily
+              where currency = $1 and day = any($2)
+                and gigs_posted = 0 and proposals = 0 and hires = 0
+                and gmv_released = 0 and fees = 0 and refunds = 0",
+        )
+        .bind(old_currency)
+        .bind(&days)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("update analytics_proposals set currency = $2 where gig_id = $1")
+            .bind(gig_id)
+            .bind(new_currency)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if skills_changed {
+        // Each skill's net change: -1 dropped, +1 added, kept skills not at all (one row per
+        // (day, skill), as `on conflict do update` needs).
+        sqlx::query(
+            "insert into analytics_skills_daily (day, skill, gigs, proposals)
+             select f.day, c.skill, c.sign * f.gigs, c.sign * f.proposals
+               from unnest($1::date[], $2::bigint[], $3::bigint[]) as f (day, gigs, proposals)
+              cross join (select skill, sum(sign)::bigint as sign
+                            from (select unnest($4::text[]) as skill, -1 as sign
+                                  union all
+                                  select unnest($5::text[]), 1) s
+                           group by skill
+                          having sum(sign) <> 0) c
+             on conflict (day, skill) do update
+                set gigs = analytics_skills_daily.gigs + excluded.gigs,
+                    proposals = analytics_skills_daily.proposals + excluded.proposals",
+        )
+        .bind(&days)
+        .bind(&gigs)
+        .bind(&proposals)
+        .bind(old_skills)
+        .bind(new_skills)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "delete from analytics_skills_daily
+              where day = any($1) and skill = any($2) and gigs = 0 and proposals = 0",
+        )
+        .bind(&days)
+        .bind(old_skills)
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }
@@ -350,7 +494,8 @@ async fn on_escrow(
         EscrowEvent::EscrowOpened { .. }
         | EscrowEvent::FundsDeposited { .. }
         | EscrowEvent::FundsFrozen { .. }
-        | EscrowEvent::EscrowClosed { .. } => return Ok(()),
+        | EscrowEvent::EscrowClosed { .. }
+        | EscrowEvent::ChargeVoided { .. } => return Ok(()),
     };
     let currency = gross.currency.code();
     let inserted = sqlx::query(
@@ -470,11 +615,9 @@ impl Interval {
     }
 }
 
-/// Money moved in one period and currency, in minor units (exact, of any size).
+/// Money moved in one currency over one period, in minor units (exact, of any size).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GmvPeriod {
-    /// The first day of the period.
-    pub period: NaiveDate,
+pub struct GmvTotals {
     pub currency: String,
     /// Released to freelancers, gross (fees included).
     pub gmv_released: i128,
@@ -482,19 +625,29 @@ pub struct GmvPeriod {
     pub refunds: i128,
 }
 
-impl FromRow<'_, PgRow> for GmvPeriod {
-    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            period: row.try_get("period")?,
-            currency: row.try_get("currency")?,
-            gmv_released: exact_sum(row, "gmv_released")?,
-            fees: exact_sum(row, "fees")?,
-            refunds: exact_sum(row, "refunds")?,
-        })
-    }
+/// One period of a GMV series.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GmvPeriod {
+    /// The period's first day within the range: the first day of the day, ISO week (Monday) or
+    /// calendar month, or `from` when the range starts inside the period.
+    pub start: NaiveDate,
+    /// The period's last day within the range (inclusive): the day, the week's Sunday, the
+    /// month's last day, or `to` when the range ends inside the period.
+    pub end: NaiveDate,
+    /// One entry per currency of the series, by currency code, zeros included: the asked
+    /// currency, or else every currency that moved money anywhere in the range (so each
+    /// currency's series has every period).
+    pub totals: Vec<GmvTotals>,
 }
 
-/// Released gross, fees and refunds per `interval` and currency over the days `[from, to]`.
+/// The longest range a GMV series covers, in days (ten years): bounds the periods of a daily
+/// series.
+pub const GMV_MAX_DAYS: i64 = 3_660;
+
+/// Released gross, fees and refunds over the days `[from, to]`, per `interval` and currency:
+/// every period of the range in order, zeros included, each with its real bounds. Days are UTC;
+/// weeks are ISO weeks (Monday to Sunday); months are calendar months. Money counts on the UTC
+/// day it was released or refunded.
 pub async fn gmv<'e>(
     db: impl PgExecutor<'e>,
     from: NaiveDate,
@@ -503,43 +656,134 @@ pub async fn gmv<'e>(
     currency: Option<&str>,
 ) -> Result<Vec<GmvPeriod>, ReadError> {
     check_range(from, to)?;
-    Ok(sqlx::query_as(
-        "select date_trunc($3, day::timestamp)::date as period, currency,
-                sum(gmv_released)::text as gmv_released, sum(fees)::text as fees,
-                sum(refunds)::text as refunds
-           from read.analytics_daily
-          where day between $1 and $2 and ($4::text is null or currency = $4)
-          group by 1, 2
-         having sum(gmv_released) <> 0 or sum(refunds) <> 0
-          order by 1, 2",
+    if (to - from).num_days() >= GMV_MAX_DAYS {
+        return Err(ReadError::InvalidArgument(format!(
+            "a GMV series covers at most {GMV_MAX_DAYS} days"
+        )));
+    }
+    // periods: every period meeting the range (date_trunc('week') is the ISO Monday), clipped
+    // to it; sums: the range's rollups summed per period (one index range scan of the primary
+    // key); currencies: those of the series. A period without currencies still has its row
+    // (left join on true), so a range with no money at all still lists every period.
+    let rows = sqlx::query(
+        "with periods as (
+              select greatest(p::date, $1) as period_start,
+                     least((p + ('1 ' || $3)::interval)::date - 1, $2) as period_end
+                from generate_series(date_trunc($3, $1::timestamp), $2::timestamp,
+                                     ('1 ' || $3)::interval) as p
+         ),
+         sums as (
+              select greatest(date_trunc($3, day::timestamp)::date, $1) as period_start, currency,
+                     sum(gmv_released) as gmv_released, sum(fees) as fees,
+                     sum(refunds) as refunds
+                from read.analytics_daily
+               where day between $1 and $2 and ($4::text is null or currency = $4)
+               group by 1, 2
+         ),
+         currencies as (
+              select currency from sums
+               where gmv_released <> 0 or fees <> 0 or refunds <> 0
+              union
+              select $4::text where $4::text is not null
+         )
+         select p.period_start, p.period_end, c.currency,
+                coalesce(s.gmv_released, 0)::text as gmv_released,
+                coalesce(s.fees, 0)::text as fees, coalesce(s.refunds, 0)::text as refunds
+           from periods p
+           left join currencies c on true
+           left join sums s on s.period_start = p.period_start and s.currency = c.currency
+          order by p.period_start, c.currency",
     )
     .bind(from)
     .bind(to)
     .bind(interval.as_str())
     .bind(currency.map(str::to_uppercase))
     .fetch_all(db)
-    .await?)
+    .await?;
+    let mut periods: Vec<GmvPeriod> = Vec::new();
+    for row in &rows {
+        let start: NaiveDate = row.try_get("period_start")?;
+        if periods.last().map(|p| p.start) != Some(start) {
+            periods.push(GmvPeriod {
+                start,
+                end: row.try_get("period_end")?,
+                totals: Vec::new(),
+            });
+        }
+        if let (Some(currency), Some(period)) = (
+            row.try_get::<Option<String>, _>("currency")?,
+            periods.last_mut(),
+        ) {
+            period.totals.push(GmvTotals {
+                currency,
+                gmv_released: exact_sum(row, "gmv_released")?,
+                fees: exact_sum(row, "fees")?,
+                refunds: exact_sum(row, "refunds")?,
+            });
+        }
+    }
+    Ok(periods)
 }
 
-/// The hiring funnel of the gigs posted in a date range.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+/// An exact share: `numerator / denominator`, and the same in basis points (1/10 000) rounded
+/// half up, `None` when the denominator is zero. Integers only, never a float.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Rate {
+    pub numerator: i64,
+    pub denominator: i64,
+    pub basis_points: Option<i64>,
+}
+
+impl Rate {
+    /// `numerator / denominator` (counts, so both are at least zero).
+    pub fn of(numerator: i64, denominator: i64) -> Self {
+        let basis_points = (denominator > 0).then(|| {
+            // Half up in integers: (2·10 000·n + d) / (2·d), in i128 so no count overflows it.
+            let (n, d) = (i128::from(numerator), i128::from(denominator));
+            let bps = (2 * 10_000 * n + d) / (2 * d);
+            i64::try_from(bps).unwrap_or(i64::MAX)
+        });
+        Self {
+            numerator,
+            denominator,
+            basis_points,
+        }
+    }
+}
+
+/// The hiring funnel of one cohort: the gigs **posted** on the days of the range, and what
+/// became of them since (up to now, whenever it happened). Each rate is a stage over the stage
+/// before it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Funnel {
+    /// Gigs posted in the range.
     pub posted: i64,
-    /// … that received at least one proposal.
+    /// … of which received at least one proposal (at any time).
     pub with_proposals: i64,
+    /// … of which hired (at any time).
     pub hired: i64,
-    /// … whose contract completed.
+    /// … of which saw their contract completed (at any time).
     pub completed: i64,
+    /// `with_proposals / posted`.
+    pub proposal_rate: Rate,
+    /// `hired / with_proposals` (a gig is hired only from a proposal).
+    pub hire_rate: Rate,
+    /// `completed / hired`.
+    pub completion_rate: Rate,
+    /// `hired / posted`: the whole funnel's first two stages at once.
+    pub posted_to_hired_rate: Rate,
 }
 
-/// The funnel of the gigs posted on the days `[from, to]` (what became of them since).
+/// The funnel of the gigs posted on the days `[from, to]` (UTC), counting what became of them
+/// since. Not the same set as [`time_to_hire`], which takes the hires *accepted* in the range
+/// whenever their gig was posted.
 pub async fn funnel<'e>(
     db: impl PgExecutor<'e>,
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Funnel, ReadError> {
     let (start, end) = bounds(from, to)?;
-    Ok(sqlx::query_as(
+    let (posted, with_proposals, hired, completed): (i64, i64, i64, i64) = sqlx::query_as(
         "select count(*) as posted,
                 count(*) filter (where proposals > 0) as with_proposals,
                 count(*) filter (where hired_at is not null) as hired,
@@ -550,7 +794,17 @@ pub async fn funnel<'e>(
     .bind(start)
     .bind(end)
     .fetch_one(db)
-    .await?)
+    .await?;
+    Ok(Funnel {
+        posted,
+        with_proposals,
+        hired,
+        completed,
+        proposal_rate: Rate::of(with_proposals, posted),
+        hire_rate: Rate::of(hired, with_proposals),
+        completion_rate: Rate::of(completed, hired),
+        posted_to_hired_rate: Rate::of(hired, posted),
+    })
 }
 
 /// Percentiles of the time from posting a gig to accepting a proposal, in whole seconds.
@@ -562,7 +816,9 @@ pub struct TimeToHire {
     pub p99_seconds: Option<i64>,
 }
 
-/// Time to hire over the hires made on the days `[from, to]` (interpolated percentiles).
+/// Time to hire over the hires **accepted** on the days `[from, to]` (UTC), whenever their gig
+/// was posted (interpolated percentiles, rounded to whole seconds). Not the same set as
+/// [`funnel`], whose cohort is the gigs posted in the range.
 pub async fn time_to_hire<'e>(
     db: impl PgExecutor<'e>,
     from: NaiveDate,
@@ -660,8 +916,8 @@ pub struct SkillActivity {
     pub proposals: i64,
 }
 
-/// Demand (gigs) and supply (proposals) by skill over the days `[from, to]`, most demanded
-/// first.
+/// Demand (gigs posted on the days `[from, to]`) and supply (proposals submitted on them) by
+/// skill, each counted under its gig's current skills, most demanded first.
 pub async fn skills<'e>(
     db: impl PgExecutor<'e>,
     from: NaiveDate,

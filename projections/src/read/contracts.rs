@@ -12,7 +12,7 @@ use gigledger_domain::{
 };
 use serde::Serialize;
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgConnection, PgPool, Row};
+use sqlx::{FromRow, PgConnection, PgExecutor, PgPool, Row};
 use uuid::Uuid;
 
 use super::{
@@ -31,6 +31,7 @@ pub const TABLES: &[&str] = &[
     "contract_escrow_balances",
     "contract_disputes",
     "contract_reviews",
+    "contract_escrows",
 ];
 
 /// Projects contract and escrow events into the contract tables.
@@ -52,15 +53,53 @@ impl Handler for Contracts {
             match decode(event)? {
                 Some((id, AnyEvent::Contract(contract_event))) => {
                     apply_contract(tx, id, event.position, &contract_event).await?;
+                    record_contract_version(tx, id, event.sequence).await?;
                 }
                 Some((id, AnyEvent::Escrow(escrow_event))) => {
                     apply_escrow(tx, id, event.position, &escrow_event).await?;
+                    record_escrow_version(tx, id, event.sequence).await?;
                 }
                 Some((_, AnyEvent::Gig(_))) | None => {}
             }
         }
         Ok(())
     }
+}
+
+/// Keeps the contract's version (its stream sequence) in its row after every contract event,
+/// including those that change only a milestone, a dispute or a review, so the row says which
+/// version of the contract the view reflects. Sequences increase along the stream, so the guard
+/// makes a replayed event change nothing.
+async fn record_contract_version(
+    tx: &mut PgConnection,
+    contract_id: Uuid,
+    sequence: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update contracts set version = $2 where contract_id = $1 and version < $2")
+        .bind(contract_id)
+        .bind(sequence)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Keeps the version of the contract's escrow (its own stream, same id) that the balances
+/// reflect; a row of its own since the escrow may be projected before the contract starts.
+async fn record_escrow_version(
+    tx: &mut PgConnection,
+    contract_id: Uuid,
+    sequence: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into contract_escrows (contract_id, version) values ($1, $2)
+         on conflict (contract_id) do update set version = excluded.version
+          where contract_escrows.version < excluded.version",
+    )
+    .bind(contract_id)
+    .bind(sequence)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 const fn milestone_status_text(status: MilestoneStatus) -> &'static str {
@@ -486,7 +525,7 @@ async fn apply_escrow(
                 .execute(&mut *tx)
                 .await?;
         }
-        EscrowEvent::EscrowClosed { .. } => {}
+        EscrowEvent::EscrowClosed { .. } | EscrowEvent::ChargeVoided { .. } => {}
     }
     Ok(())
 }
@@ -550,6 +589,11 @@ pub struct ContractView {
     pub disputes: Vec<DisputeView>,
     /// Only once revealed (double-blind until then).
     pub reviews: Vec<ReviewView>,
+    /// The contract's version (stream sequence) this view reflects: its `ETag`.
+    pub version: i64,
+    /// The version of its escrow (stream of the same id) the balances reflect; `None` until the
+    /// escrow's opening has been projected.
+    pub escrow_version: Option<i64>,
     #[serde(skip)]
     started_position: i64,
 }
@@ -577,6 +621,8 @@ impl FromRow<'_, PgRow> for ContractView {
             milestones: Vec::new(),
             disputes: Vec::new(),
             reviews: Vec::new(),
+            version: row.try_get("version")?,
+            escrow_version: None,
             started_position: row.try_get("started_position")?,
         })
     }
@@ -727,7 +773,7 @@ impl FromRow<'_, PgRow> for ReviewView {
     }
 }
 
-/// Fills in the milestones, disputes and revealed reviews of `contracts`.
+/// Fills in the milestones, disputes, revealed reviews and escrow version of `contracts`.
 async fn with_details(
     pool: &PgPool,
     mut contracts: Vec<ContractView>,
@@ -762,8 +808,18 @@ async fn with_details(
     .bind(&ids)
     .fetch_all(pool)
     .await?;
+    let escrows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "select contract_id, version from read.contract_escrows where contract_id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
     for contract in &mut contracts {
         let id = contract.contract_id.0;
+        contract.escrow_version = escrows
+            .iter()
+            .find(|(contract_id, _)| *contract_id == id)
+            .map(|(_, version)| *version);
         contract.milestones = milestones
             .iter()
             .filter(|m| m.contract_id == id)
@@ -839,4 +895,155 @@ pub async fn contracts_of_user(
         items: with_details(pool, page.items).await?,
         next_cursor: page.next_cursor,
     })
+}
+
+/// Which disputes the admin queue lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisputeStatus {
+    /// Waiting for an admin's resolution.
+    Open,
+    /// Resolved: the frozen amount was split.
+    Resolved,
+}
+
+/// One dispute as the admin queue lists it (`GET /v1/disputes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QueuedDispute {
+    pub dispute_id: DisputeId,
+    pub contract_id: ContractId,
+    pub milestone_id: MilestoneId,
+    /// `None` until the contract's start has been projected.
+    pub milestone_title: Option<String>,
+    pub opened_by: UserId,
+    pub opened_at: DateTime<Utc>,
+    pub reason: String,
+    pub status: DisputeStatus,
+    /// What the escrow froze for the dispute: all it held for the milestone (the FundsFrozen
+    /// event's amount), still reported once settled; `None` until the freeze has been projected.
+    pub amount_frozen: Option<Money>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    opened_position: i64,
+}
+
+impl FromRow<'_, PgRow> for QueuedDispute {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let status: String = row.try_get("status")?;
+        let amount_frozen = match row.try_get::<Option<i64>, _>("amount_frozen")? {
+            None => None,
+            Some(amount) => Some(Money::new(amount, currency_of(row, "frozen_currency")?)),
+        };
+        Ok(Self {
+            dispute_id: DisputeId(row.try_get("dispute_id")?),
+            contract_id: ContractId(row.try_get("contract_id")?),
+            milestone_id: MilestoneId(row.try_get("milestone_id")?),
+            milestone_title: row.try_get("milestone_title")?,
+            opened_by: UserId(row.try_get("opened_by")?),
+            opened_at: row.try_get("opened_at")?,
+            reason: row.try_get("reason")?,
+            status: match status.as_str() {
+                "open" => DisputeStatus::Open,
+                "resolved" => DisputeStatus::Resolved,
+                other => return Err(decode_err("dispute status", other)),
+            },
+            amount_frozen,
+            resolved_at: row.try_get("resolved_at")?,
+            opened_position: row.try_get("opened_position")?,
+        })
+    }
+}
+
+const QUEUE_CURSOR: &str = "dq";
+
+/// `GET /v1/disputes?status=`: the admin's dispute queue, in the order disputes were opened (the
+/// DisputeOpened event's position), every dispute or only those in `status`, each with the amount
+/// its escrow froze. Each form is one static statement reading its index
+/// (`contract_disputes_open`, `_resolved`, `_opened`) from the cursor to the page's end; the
+/// first page starts after the sentinel position -1, so the cursor is always an index condition.
+/// The frozen amount comes from the milestone's escrow balance: a freeze holds everything the
+/// milestone holds, and until the freeze nothing was released or refunded, so once settled it is
+/// what was released plus what was refunded.
+pub async fn dispute_queue<'e>(
+    db: impl PgExecutor<'e>,
+    status: Option<DisputeStatus>,
+    cursor: Option<&str>,
+    limit: Option<u32>,
+) -> Result<Page<QueuedDispute>, ReadError> {
+    let limit = page_limit(limit);
+    let after: i64 = match cursor {
+        None => -1,
+        Some(c) => cursor_part(decode_cursor(c, QUEUE_CURSOR, 1)?[0])?,
+    };
+    // One static statement per status, naming it as a literal so that each is planned on its
+    // partial index (`contract_disputes_open`, `contract_disputes_resolved`), generic plans too.
+    let rows: Vec<QueuedDispute> =
+        match status {
+            Some(DisputeStatus::Open) => sqlx::query_as(
+                "select d.dispute_id, d.contract_id, d.milestone_id, m.title as milestone_title,
+                        d.opened_by, d.opened_at, d.reason, d.status, d.resolved_at,
+                        d.opened_position,
+                        case when b.frozen then b.held
+                             when b.settled then b.released_gross + b.refunded
+                        end as amount_frozen,
+                        b.currency as frozen_currency
+                   from read.contract_disputes d
+                   left join read.contract_milestones m
+                          on m.contract_id = d.contract_id and m.milestone_id = d.milestone_id
+                   left join read.contract_escrow_balances b
+                          on b.contract_id = d.contract_id and b.milestone_id = d.milestone_id
+                  where d.status = 'open' and d.opened_position > $1
+                  order by d.opened_position
+                  limit $2",
+            )
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(db)
+            .await?,
+            Some(DisputeStatus::Resolved) => sqlx::query_as(
+                "select d.dispute_id, d.contract_id, d.milestone_id, m.title as milestone_title,
+                        d.opened_by, d.opened_at, d.reason, d.status, d.resolved_at,
+                        d.opened_position,
+                        case when b.frozen then b.held
+                             when b.settled then b.released_gross + b.refunded
+                        end as amount_frozen,
+                        b.currency as frozen_currency
+                   from read.contract_disputes d
+                   left join read.contract_milestones m
+                          on m.contract_id = d.contract_id and m.milestone_id = d.milestone_id
+                   left join read.contract_escrow_balances b
+                          on b.contract_id = d.contract_id and b.milestone_id = d.milestone_id
+                  where d.status = 'resolved' and d.opened_position > $1
+                  order by d.opened_position
+                  limit $2",
+            )
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(db)
+            .await?,
+            None => sqlx::query_as(
+                "select d.dispute_id, d.contract_id, d.milestone_id, m.title as milestone_title,
+                        d.opened_by, d.opened_at, d.reason, d.status, d.resolved_at,
+                        d.opened_position,
+                        case when b.frozen then b.held
+                             when b.settled then b.released_gross + b.refunded
+                        end as amount_frozen,
+                        b.currency as frozen_currency
+                   from read.contract_disputes d
+                   left join read.contract_milestones m
+                          on m.contract_id = d.contract_id and m.milestone_id = d.milestone_id
+                   left join read.contract_escrow_balances b
+                          on b.contract_id = d.contract_id and b.milestone_id = d.milestone_id
+                  where d.opened_position > $1
+                  order by d.opened_position
+                  limit $2",
+            )
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(db)
+            .await?,
+        };
+    Ok(into_page(rows, limit, |d| {
+        encode_cursor(QUEUE_CURSOR, &[&d.opened_position])
+    }))
 }

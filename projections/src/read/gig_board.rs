@@ -24,7 +24,7 @@
 //! filter needs a currency.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use gigledger_domain::{Budget, GigEvent, GigId, GigStatus, Money, UserId};
+use gigledger_domain::{Budget, ContractId, GigEvent, GigId, GigStatus, Money, UserId};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgExecutor, Row};
@@ -60,10 +60,28 @@ impl Handler for GigBoard {
         for event in events {
             if let Some((gig_id, AnyEvent::Gig(gig_event))) = decode(event)? {
                 apply(tx, gig_id, event.position, &gig_event).await?;
+                record_version(tx, gig_id, event.sequence).await?;
             }
         }
         Ok(())
     }
+}
+
+/// Keeps the gig's version (its stream sequence) in its row after every gig event, including the
+/// ones that change nothing else there (a proposal withdrawn or rejected), so the row always says
+/// which version of the gig it reflects. Sequences increase along the stream, so the guard makes
+/// a replayed event change nothing.
+async fn record_version(
+    tx: &mut PgConnection,
+    gig_id: Uuid,
+    sequence: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update gig_board set version = $2 where gig_id = $1 and version < $2")
+        .bind(gig_id)
+        .bind(sequence)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// `(kind, currency, min, max)` of a budget as stored: a fixed budget is min = max = its amount.
@@ -244,7 +262,8 @@ async fn apply(
     Ok(())
 }
 
-/// One gig as the board shows it.
+/// One gig as the board shows it to anyone signed in. It carries no contract id: a hired gig's
+/// contract is the parties' business ([`hired_contract`]), as the API answers 404 to anyone else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GigCard {
     pub gig_id: GigId,
@@ -258,7 +277,8 @@ pub struct GigCard {
     pub revised_at: Option<DateTime<Utc>>,
     pub proposals_count: i64,
     pub status: GigStatus,
-    pub hired_contract_id: Option<Uuid>,
+    /// The gig's version (stream sequence) this card reflects: its `ETag`.
+    pub version: i64,
     /// Relevance to the query in millionths of `ts_rank` (0 without a query).
     pub rank: i64,
 }
@@ -309,7 +329,7 @@ impl FromRow<'_, PgRow> for GigCard {
             revised_at: row.try_get("revised_at")?,
             proposals_count: row.try_get("proposals_count")?,
             status: gig_status(&status)?,
-            hired_contract_id: row.try_get("hired_contract_id")?,
+            version: row.try_get("version")?,
             rank: row.try_get::<Option<i64>, _>("rank")?.unwrap_or(0),
         })
     }
@@ -440,7 +460,7 @@ macro_rules! card_columns {
     () => {
         "g.gig_id, g.client_id, g.title, g.description, g.skills, g.budget_kind, g.currency, \
          g.budget_min, g.budget_max, g.deadline, g.posted_at, g.revised_at, g.proposals_count, \
-         g.status, g.hired_contract_id"
+         g.status, g.version"
     };
 }
 
@@ -775,4 +795,96 @@ pub async fn get_gig<'e>(
     .bind(gig_id.0)
     .fetch_optional(db)
     .await?)
+}
+
+/// The contract a gig's hire started, for one of its parties: the gig's client or the hired
+/// freelancer (from the contracts read model, which knows the freelancer). `None` for anyone
+/// else, and for a gig nobody was hired on (the card's status says which it is).
+pub async fn hired_contract<'e>(
+    db: impl PgExecutor<'e>,
+    gig_id: GigId,
+    reader: UserId,
+) -> Result<Option<ContractId>, ReadError> {
+    // Two primary-key lookups. The client is known to the board at once; the freelancer once
+    // the contracts model has projected ContractStarted.
+    let contract: Option<Uuid> = sqlx::query_scalar(
+        "select g.hired_contract_id from read.gig_board g
+          where g.gig_id = $1 and g.hired_contract_id is not null
+            and (g.client_id = $2
+                 or exists (select 1 from read.contracts c
+                             where c.contract_id = g.hired_contract_id and c.freelancer_id = $2))",
+    )
+    .bind(gig_id.0)
+    .bind(reader.0)
+    .fetch_optional(db)
+    .await?;
+    Ok(contract.map(ContractId))
+}
+
+/// The cursor kind of a client's own gigs (`GET /v1/me/gigs`).
+const CLIENT_CURSOR: &str = "gm";
+
+/// `GET /v1/me/gigs?status=`: the gigs `client_id` posted, newest first (posted_at, then gig id,
+/// both descending), in every status or only in `status`, each with its proposals count. Each
+/// form is one static statement over its own index (`gig_board_by_client`,
+/// `gig_board_by_client_status`); the first page starts after a sentinel key later than any
+/// gig, so the cursor is always an index condition.
+pub async fn gigs_of_client<'e>(
+    db: impl PgExecutor<'e>,
+    client_id: UserId,
+    status: Option<GigStatus>,
+    cursor: Option<&str>,
+    limit: Option<u32>,
+) -> Result<Page<GigCard>, ReadError> {
+    let limit = page_limit(limit);
+    let (before_at, before_id) = match cursor {
+        None => (DateTime::<Utc>::MAX_UTC, Uuid::nil()),
+        Some(c) => {
+            let parts = decode_cursor(c, CLIENT_CURSOR, 2)?;
+            (from_micros(parts[0])?, cursor_part(parts[1])?)
+        }
+    };
+    let rows: Vec<GigCard> = match status {
+        None => {
+            sqlx::query_as(
+                "select g.gig_id, g.client_id, g.title, g.description, g.skills, g.budget_kind,
+                        g.currency, g.budget_min, g.budget_max, g.deadline, g.posted_at,
+                        g.revised_at, g.proposals_count, g.status, g.version,
+                        0::bigint as rank
+                   from read.gig_board g
+                  where g.client_id = $1 and (g.posted_at, g.gig_id) < ($2, $3)
+                  order by g.posted_at desc, g.gig_id desc
+                  limit $4",
+            )
+            .bind(client_id.0)
+            .bind(before_at)
+            .bind(before_id)
+            .bind(limit + 1)
+            .fetch_all(db)
+            .await?
+        }
+        Some(status) => {
+            sqlx::query_as(
+                "select g.gig_id, g.client_id, g.title, g.description, g.skills, g.budget_kind,
+                        g.currency, g.budget_min, g.budget_max, g.deadline, g.posted_at,
+                        g.revised_at, g.proposals_count, g.status, g.version,
+                        0::bigint as rank
+                   from read.gig_board g
+                  where g.client_id = $1 and g.status = $2
+                    and (g.posted_at, g.gig_id) < ($3, $4)
+                  order by g.posted_at desc, g.gig_id desc
+                  limit $5",
+            )
+            .bind(client_id.0)
+            .bind(gig_status_text(status))
+            .bind(before_at)
+            .bind(before_id)
+            .bind(limit + 1)
+            .fetch_all(db)
+            .await?
+        }
+    };
+    Ok(into_page(rows, limit, |card| {
+        encode_cursor(CLIENT_CURSOR, &[&micros(card.posted_at), &card.gig_id.0])
+    }))
 }

@@ -63,7 +63,8 @@ fn movement(event: &EscrowEvent, account: &str, contract: ContractId) -> Option<
         EscrowEvent::FundsRefunded { .. } => Some("refund"),
         EscrowEvent::EscrowOpened { .. }
         | EscrowEvent::FundsFrozen { .. }
-        | EscrowEvent::EscrowClosed { .. } => None,
+        | EscrowEvent::EscrowClosed { .. }
+        | EscrowEvent::ChargeVoided { .. } => None,
     }
 }
 
@@ -73,7 +74,10 @@ fn milestone_of(event: &EscrowEvent) -> Option<MilestoneId> {
         | EscrowEvent::FundsReleased { milestone_id, .. }
         | EscrowEvent::FundsFrozen { milestone_id, .. }
         | EscrowEvent::FundsRefunded { milestone_id, .. } => Some(*milestone_id),
-        EscrowEvent::EscrowOpened { .. } | EscrowEvent::EscrowClosed { .. } => None,
+        // A void moves no money: it has no journal lines to attach a milestone to.
+        EscrowEvent::EscrowOpened { .. }
+        | EscrowEvent::EscrowClosed { .. }
+        | EscrowEvent::ChargeVoided { .. } => None,
     }
 }
 

@@ -5,6 +5,15 @@
 //! checkpoint name), `TABLES` (the tables a rebuild refills and swaps, all in schema `read`,
 //! created by `migrations/20261121000010_read_models.sql`) and its read functions.
 //!
+//! What users write is never in a `TABLES` list: a rebuild drops the tables it lists and swaps in
+//! copies replayed from the log, so anything not derived from events would be lost. Such tables
+//! (`read.notification_read_marks`) are written by read-side functions only
+//! ([`notifications::mark_read_up_to`]) and survive every rebuild.
+//!
+//! Views served as one resource keep the version (stream sequence) of the aggregate they reflect,
+//! set after every event of that stream (`gig_board.version`, `contracts.version`,
+//! `contract_escrows.version`): the `ETag` of `GET /v1/gigs/{id}` and `GET /v1/contracts/{id}`.
+//!
 //! Handlers write through the worker's transaction with unqualified table names (the worker's
 //! `search_path` points at `read` or `read_rebuild`); read functions name `read.` tables, since
 //! they run on the API's pool. Handlers skip events of aggregate types they do not know, and fail

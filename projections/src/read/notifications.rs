@@ -19,6 +19,13 @@
 //! listed in the order the projection applied them, `(transaction_id, position)`: a notification
 //! added later always sorts after every one already listed, so a client following the cursor
 //! (e.g. an SSE stream resumed with `Last-Event-ID`) never misses one that committed late.
+//! `GET /v1/me/notifications` lists them in that order reversed (newest first).
+//!
+//! Whether a notification was read is the user's, not the events': each user has one read mark,
+//! a `(transaction_id, position)` in `notification_read_marks`, and a notification is read when it
+//! sorts at or before the mark. That table is not in [`TABLES`], so a rebuild, which replaces the
+//! tables it lists, keeps every mark; and since the log order of an event never changes, a mark
+//! names the same notifications in the rebuilt tables.
 
 use chrono::{DateTime, Utc};
 use gigledger_domain::{ContractEvent, EscrowEvent, GigEvent, UserId};
@@ -534,7 +541,8 @@ async fn on_escrow(
         }
         EscrowEvent::FundsDeposited { .. }
         | EscrowEvent::FundsFrozen { .. }
-        | EscrowEvent::EscrowClosed { .. } => {}
+        | EscrowEvent::EscrowClosed { .. }
+        | EscrowEvent::ChargeVoided { .. } => {}
     }
     Ok(())
 }
@@ -542,9 +550,10 @@ async fn on_escrow(
 /// One notification.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Notification {
-    /// Unique: `{position}-{user}`.
+    /// Unique: `{transaction_id}-{position}-{user}`, the notification's place in the log's
+    /// order and its recipient; `POST /v1/me/notifications/read { "up_to": id }` takes it.
     pub id: String,
-    /// Where a listing (or a resumed stream) continues after this notification.
+    /// Where an oldest-first listing (or a resumed stream) continues after this notification.
     pub cursor: String,
     /// The position of the event it comes from.
     pub position: i64,
@@ -557,10 +566,15 @@ pub struct Notification {
     pub milestone_id: Option<Uuid>,
     pub dispute_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    /// At or before the user's read mark (see [`mark_read_up_to`]).
     pub read: bool,
+    #[serde(skip)]
+    transaction_id: i64,
 }
 
 const CURSOR: &str = "n";
+/// The cursor kind of the newest-first listing.
+const NEWEST_CURSOR: &str = "nd";
 
 impl FromRow<'_, PgRow> for Notification {
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
@@ -569,7 +583,7 @@ impl FromRow<'_, PgRow> for Notification {
         let user_id: Uuid = row.try_get("user_id")?;
         let Json(data) = row.try_get("data")?;
         Ok(Self {
-            id: format!("{position}-{user_id}"),
+            id: format!("{transaction_id}-{position}-{user_id}"),
             cursor: encode_cursor(CURSOR, &[&transaction_id, &position]),
             position,
             user_id: UserId(user_id),
@@ -582,9 +596,17 @@ impl FromRow<'_, PgRow> for Notification {
             dispute_id: row.try_get("dispute_id")?,
             created_at: row.try_get("created_at")?,
             read: row.try_get("read")?,
+            transaction_id,
         })
     }
 }
+
+// Read marks live in `read.notification_read_marks` (one per user, written only by
+// `mark_read_up_to`), which no read model lists in `TABLES`, so a rebuild keeps them. Each
+// statement reads the caller's mark in a `mark` CTE: one row whatever happens (the sentinel
+// (-1, -1), before every notification, when the user never marked anything), read through
+// scalar subqueries, which PostgreSQL evaluates once before the scan, so comparisons with the
+// mark stay index conditions on `notifications_by_user`.
 
 /// A user's notifications after `cursor` (from the first without one), oldest first.
 pub async fn notifications_of<'e>(
@@ -602,9 +624,16 @@ pub async fn notifications_of<'e>(
         }
     };
     let rows = sqlx::query_as(
-        "select * from read.notifications
-          where user_id = $1 and (transaction_id, position) > ($2, $3)
-          order by transaction_id, position
+        "with mark as (
+             select coalesce(max(m.transaction_id), -1) as transaction_id,
+                    coalesce(max(m.position), -1) as position
+               from read.notification_read_marks m where m.user_id = $1)
+         select n.*,
+                (n.transaction_id, n.position)
+                    <= ((select transaction_id from mark), (select position from mark)) as read
+           from read.notifications n
+          where n.user_id = $1 and (n.transaction_id, n.position) > ($2, $3)
+          order by n.transaction_id, n.position
           limit $4",
     )
     .bind(user_id.0)
@@ -616,28 +645,124 @@ pub async fn notifications_of<'e>(
     Ok(into_page(rows, limit, |n: &Notification| n.cursor.clone()))
 }
 
-/// Marks a user's notifications from the events at `positions` as read; returns how many
-/// changed. (The flag is the user's, not an event's: a rebuild starts every notification unread.)
-pub async fn mark_read<'e>(
+/// `GET /v1/me/notifications[?unread=true]`: a user's notifications newest first (the log's
+/// `(transaction_id, position)` order, reversed), all of them or only the unread ones (after the
+/// user's read mark). One static statement: the first page starts before a sentinel key above
+/// every notification, and without `unread_only` the lower bound is the sentinel (-1, -1), so
+/// both bounds are always index conditions and a page reads only its own rows.
+pub async fn notifications_newest_first<'e>(
     db: impl PgExecutor<'e>,
     user_id: UserId,
-    positions: &[i64],
-) -> Result<u64, ReadError> {
-    let done = sqlx::query(
-        "update read.notifications set read = true
-          where user_id = $1 and position = any($2) and not read",
+    unread_only: bool,
+    cursor: Option<&str>,
+    limit: Option<u32>,
+) -> Result<Page<Notification>, ReadError> {
+    let limit = page_limit(limit);
+    let before: (i64, i64) = match cursor {
+        None => (i64::MAX, i64::MAX),
+        Some(c) => {
+            let parts = decode_cursor(c, NEWEST_CURSOR, 2)?;
+            (cursor_part(parts[0])?, cursor_part(parts[1])?)
+        }
+    };
+    let rows = sqlx::query_as(
+        "with mark as (
+             select coalesce(max(m.transaction_id), -1) as transaction_id,
+                    coalesce(max(m.position), -1) as position
+               from read.notification_read_marks m where m.user_id = $1)
+         select n.*,
+                (n.transaction_id, n.position)
+                    <= ((select transaction_id from mark), (select position from mark)) as read
+           from read.notifications n
+          where n.user_id = $1
+            and (n.transaction_id, n.position) < ($2, $3)
+            and (n.transaction_id, n.position)
+                > (case when $4 then (select transaction_id from mark) else -1 end,
+                   case when $4 then (select position from mark) else -1 end)
+          order by n.transaction_id desc, n.position desc
+          limit $5",
     )
     .bind(user_id.0)
-    .bind(positions)
-    .execute(db)
+    .bind(before.0)
+    .bind(before.1)
+    .bind(unread_only)
+    .bind(limit + 1)
+    .fetch_all(db)
     .await?;
-    Ok(done.rows_affected())
+    Ok(into_page(rows, limit, |n: &Notification| {
+        encode_cursor(NEWEST_CURSOR, &[&n.transaction_id, &n.position])
+    }))
 }
 
-/// How many of a user's notifications are unread.
+/// The `(transaction_id, position)` a notification id names, if it is one of `user_id`'s ids.
+fn place_of(id: &str, user_id: UserId) -> Option<(i64, i64)> {
+    let mut parts = id.splitn(3, '-');
+    let transaction_id = parts.next()?.parse().ok()?;
+    let position = parts.next()?.parse().ok()?;
+    let user: Uuid = parts.next()?.parse().ok()?;
+    (user == user_id.0).then_some((transaction_id, position))
+}
+
+/// `POST /v1/me/notifications/read { "up_to": id }`: marks every notification of `user_id` up to
+/// and including `up_to` (in the log's order) read, by moving the user's read mark there; a mark
+/// never moves back. Returns how many notifications became read. `up_to` must be the id of one of
+/// the user's notifications ([`ReadError::InvalidArgument`] otherwise), so a mark always names a
+/// notification the user was shown: every notification projected later sorts after it, so it
+/// starts unread.
+pub async fn mark_read_up_to<'e>(
+    db: impl PgExecutor<'e>,
+    user_id: UserId,
+    up_to: &str,
+) -> Result<u64, ReadError> {
+    let unknown = || ReadError::InvalidArgument(format!("no notification {up_to:?} of this user"));
+    let (transaction_id, position) = place_of(up_to, user_id).ok_or_else(unknown)?;
+    // One statement, one snapshot: `mark` is the mark before the move, `moved` the mark after
+    // it (no row when the notification is unknown or the mark was already past it).
+    let (found, newly_read): (i64, i64) = sqlx::query_as(
+        "with target as (
+             select n.transaction_id, n.position from read.notifications n
+              where n.position = $3 and n.user_id = $1 and n.transaction_id = $2),
+         mark as (
+             select coalesce(max(m.transaction_id), -1) as transaction_id,
+                    coalesce(max(m.position), -1) as position
+               from read.notification_read_marks m where m.user_id = $1),
+         moved as (
+             insert into read.notification_read_marks as m (user_id, transaction_id, position)
+             select $1, t.transaction_id, t.position from target t
+             on conflict (user_id) do update
+                set transaction_id = excluded.transaction_id, position = excluded.position
+              where (m.transaction_id, m.position) < (excluded.transaction_id, excluded.position)
+             returning m.transaction_id, m.position)
+         select (select count(*) from target),
+                (select count(*) from read.notifications n, moved
+                  where n.user_id = $1
+                    and (n.transaction_id, n.position)
+                        > ((select transaction_id from mark), (select position from mark))
+                    and (n.transaction_id, n.position) <= (moved.transaction_id, moved.position))",
+    )
+    .bind(user_id.0)
+    .bind(transaction_id)
+    .bind(position)
+    .fetch_one(db)
+    .await?;
+    if found == 0 {
+        return Err(unknown());
+    }
+    Ok(u64::try_from(newly_read).unwrap_or(0))
+}
+
+/// How many of a user's notifications are unread: those after the user's read mark, a range of
+/// `notifications_by_user` (so the count reads only the unread entries).
 pub async fn unread_count<'e>(db: impl PgExecutor<'e>, user_id: UserId) -> Result<i64, ReadError> {
     Ok(sqlx::query_scalar(
-        "select count(*) from read.notifications where user_id = $1 and not read",
+        "with mark as (
+             select coalesce(max(m.transaction_id), -1) as transaction_id,
+                    coalesce(max(m.position), -1) as position
+               from read.notification_read_marks m where m.user_id = $1)
+         select count(*) from read.notifications n
+          where n.user_id = $1
+            and (n.transaction_id, n.position)
+                > ((select transaction_id from mark), (select position from mark))",
     )
     .bind(user_id.0)
     .fetch_one(db)

@@ -2,6 +2,11 @@
 //!
 //! Listings are keyset-paged by the position of the `ProposalSubmitted` event: a gig's proposals
 //! oldest first (the order they arrived), a freelancer's newest first.
+//!
+//! A proposal's status is its own fate ([`ProposalViewStatus`]), including what the gig's fate
+//! did to it when nobody decided it: `not_selected` once another proposal was accepted,
+//! `gig_cancelled` once the gig was cancelled, `gig_closed` while the gig is closed (still
+//! acceptable). An explicit withdrawal, rejection or acceptance afterwards still sets it.
 
 use chrono::{DateTime, Utc};
 use gigledger_domain::{
@@ -153,10 +158,44 @@ async fn apply(
             .bind(contract_id.0)
             .execute(&mut *tx)
             .await?;
+            // One hire per gig: every other proposal still awaiting a decision lost.
+            sqlx::query(
+                "update proposals
+                    set status = 'not_selected', decided_at = $3, last_position = $2
+                  where gig_id = $1 and proposal_id <> $4 and status in ('pending', 'gig_closed')
+                    and last_position < $2",
+            )
+            .bind(gig_id)
+            .bind(position)
+            .bind(accepted_at)
+            .bind(proposal_id.0)
+            .execute(&mut *tx)
+            .await?;
         }
-        GigEvent::GigRevised { title: None, .. }
-        | GigEvent::GigClosed { .. }
-        | GigEvent::GigCancelled { .. } => {}
+        GigEvent::GigClosed { .. } => {
+            // Not a decision: the owner may still accept a proposal of a closed gig.
+            sqlx::query(
+                "update proposals set status = 'gig_closed', last_position = $2
+                  where gig_id = $1 and status = 'pending' and last_position < $2",
+            )
+            .bind(gig_id)
+            .bind(position)
+            .execute(&mut *tx)
+            .await?;
+        }
+        GigEvent::GigCancelled { cancelled_at } => {
+            sqlx::query(
+                "update proposals
+                    set status = 'gig_cancelled', decided_at = $3, last_position = $2
+                  where gig_id = $1 and status in ('pending', 'gig_closed') and last_position < $2",
+            )
+            .bind(gig_id)
+            .bind(position)
+            .bind(cancelled_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        GigEvent::GigRevised { title: None, .. } => {}
     }
     Ok(())
 }
@@ -172,9 +211,9 @@ pub struct ProposalView {
     pub cover_letter: String,
     pub milestones: Vec<MilestoneTerms>,
     pub bid: Money,
-    pub status: ProposalStatus,
+    pub status: ProposalViewStatus,
     pub submitted_at: DateTime<Utc>,
-    /// When it was withdrawn, rejected or accepted.
+    /// When it was withdrawn, rejected, accepted, not selected or its gig cancelled.
     pub decided_at: Option<DateTime<Utc>>,
     /// The contract, once accepted.
     pub contract_id: Option<ContractId>,
@@ -182,16 +221,73 @@ pub struct ProposalView {
     submitted_position: i64,
 }
 
-fn proposal_status(text: &str) -> Result<ProposalStatus, sqlx::Error> {
-    match text {
-        "pending" => Ok(ProposalStatus::Pending),
-        "withdrawn" => Ok(ProposalStatus::Withdrawn),
-        "rejected" => Ok(ProposalStatus::Rejected),
-        "accepted" => Ok(ProposalStatus::Accepted),
-        other => Err(sqlx::Error::Decode(
-            format!("unknown proposal status {other:?}").into(),
-        )),
+/// What became of a proposal, as its freelancer and the gig's owner read it: the aggregate's
+/// [`ProposalStatus`] plus what the gig's fate did to a proposal nobody decided (the aggregate
+/// keeps those pending, since nothing can be done with them any more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalViewStatus {
+    /// Awaiting the owner's decision; the gig is open.
+    Pending,
+    /// Withdrawn by its freelancer.
+    Withdrawn,
+    /// Rejected by the owner.
+    Rejected,
+    /// Accepted: the freelancer was hired.
+    Accepted,
+    /// Another proposal of the gig was accepted (final).
+    NotSelected,
+    /// The gig was cancelled before anyone was hired (final).
+    GigCancelled,
+    /// The gig was closed to new proposals; still awaiting the owner's decision, who may yet
+    /// accept it (not final).
+    GigClosed,
+}
+
+impl ProposalViewStatus {
+    const fn text(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Withdrawn => "withdrawn",
+            Self::Rejected => "rejected",
+            Self::Accepted => "accepted",
+            Self::NotSelected => "not_selected",
+            Self::GigCancelled => "gig_cancelled",
+            Self::GigClosed => "gig_closed",
+        }
     }
+}
+
+impl From<ProposalStatus> for ProposalViewStatus {
+    fn from(status: ProposalStatus) -> Self {
+        match status {
+            ProposalStatus::Pending => Self::Pending,
+            ProposalStatus::Withdrawn => Self::Withdrawn,
+            ProposalStatus::Rejected => Self::Rejected,
+            ProposalStatus::Accepted => Self::Accepted,
+        }
+    }
+}
+
+impl PartialEq<ProposalStatus> for ProposalViewStatus {
+    fn eq(&self, other: &ProposalStatus) -> bool {
+        *self == Self::from(*other)
+    }
+}
+
+fn proposal_status(text: &str) -> Result<ProposalViewStatus, sqlx::Error> {
+    [
+        ProposalViewStatus::Pending,
+        ProposalViewStatus::Withdrawn,
+        ProposalViewStatus::Rejected,
+        ProposalViewStatus::Accepted,
+        ProposalViewStatus::NotSelected,
+        ProposalViewStatus::GigCancelled,
+        ProposalViewStatus::GigClosed,
+    ]
+    .into_iter()
+    .find(|status| status.text() == text)
+    .ok_or_else(|| sqlx::Error::Decode(format!("unknown proposal status {text:?}").into()))
 }
 
 impl FromRow<'_, PgRow> for ProposalView {

@@ -202,7 +202,8 @@ async fn on_escrow(
         EscrowEvent::FundsDeposited { .. }
         | EscrowEvent::FundsFrozen { .. }
         | EscrowEvent::FundsRefunded { .. }
-        | EscrowEvent::EscrowClosed { .. } => {}
+        | EscrowEvent::EscrowClosed { .. }
+        | EscrowEvent::ChargeVoided { .. } => {}
     }
     Ok(())
 }
@@ -210,7 +211,8 @@ async fn on_escrow(
 /// An exact average rating.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rating {
-    pub sum: i64,
+    /// The sum of the revealed ratings (`numeric` in the table: it grows by up to 5 per review).
+    pub sum: i128,
     pub count: i64,
     /// `sum / count` rounded half up to two decimals, e.g. `"4.67"`.
     pub average: String,
@@ -218,12 +220,14 @@ pub struct Rating {
 
 impl Rating {
     /// `None` without any rating.
-    pub fn of(sum: i64, count: i64) -> Option<Self> {
+    pub fn of(sum: i128, count: i64) -> Option<Self> {
         if count <= 0 {
             return None;
         }
-        // Hundredths, rounded half up, in integers: (200·sum + count) / (2·count).
-        let hundredths = (sum.saturating_mul(200).saturating_add(count)) / count.saturating_mul(2);
+        // Hundredths, rounded half up, in integers: (200·sum + count) / (2·count). In i128 a
+        // sum of up to 5 per review of any count the log can hold stays exact.
+        let count_wide = i128::from(count);
+        let hundredths = (sum * 200 + count_wide) / (count_wide * 2);
         Some(Self {
             sum,
             count,
@@ -270,15 +274,24 @@ pub struct UserProfile {
 
 /// A user's public profile (all zero for a user with no history).
 pub async fn profile(pool: &PgPool, user_id: UserId) -> Result<UserProfile, ReadError> {
-    let stats: Option<(i64, i64, i64, i64)> = sqlx::query_as(
-        "select rating_sum, rating_count, completed_as_client, completed_as_freelancer
+    // `rating_sum` is numeric: read exactly, as text.
+    let stats = sqlx::query(
+        "select rating_sum::text as rating_sum, rating_count, completed_as_client,
+                completed_as_freelancer
            from read.user_stats where user_id = $1",
     )
     .bind(user_id.0)
     .fetch_optional(pool)
     .await?;
-    let (rating_sum, rating_count, completed_as_client, completed_as_freelancer) =
-        stats.unwrap_or_default();
+    let (rating_sum, rating_count, completed_as_client, completed_as_freelancer) = match stats {
+        Some(row) => (
+            exact_sum(&row, "rating_sum")?,
+            row.try_get("rating_count")?,
+            row.try_get("completed_as_client")?,
+            row.try_get("completed_as_freelancer")?,
+        ),
+        None => (0, 0, 0, 0),
+    };
     // `net` is numeric (a freelancer's earnings grow without bound): read exactly, as text.
     let rows = sqlx::query(
         "select currency, net::text as net from read.user_stats_earnings
@@ -317,6 +330,12 @@ mod tests {
         assert_eq!(Rating::of(9, 2).map(|r| r.average), Some("4.50".into()));
         assert_eq!(Rating::of(1, 8).map(|r| r.average), Some("0.13".into()));
         assert_eq!(Rating::of(0, 0), None);
+        // A sum beyond i64 stays exact.
+        let huge = i128::from(i64::MAX) * 5;
+        assert_eq!(
+            Rating::of(huge, i64::MAX).map(|r| r.average),
+            Some("5.00".into())
+        );
     }
 
     #[test]
