@@ -12,6 +12,9 @@
 //!    wait: it runs under a `lock_timeout`, and on a deadlock or timeout it catches up again and
 //!    retries, so the replay is never wasted and readers are never blocked for long.
 //!
+//! The copies are analysed (`ANALYZE`) once caught up, so they are swapped in with planner
+//! statistics.
+//!
 //! When the analysts' views (schema `analytics`) read a table being swapped, the swap also drops
 //! them before it drops tables and defines them again over the moved-in copies, in the same
 //! transaction.
@@ -109,6 +112,7 @@ async fn rebuild_alone(
     // read model (the live worker then applies the few events between the two).
     let mut applied = catch_up(pool, handler, &target, batch_size).await?;
     applied += catch_up(pool, handler, &target, batch_size).await?;
+    analyze_copies(pool, tables).await?;
 
     let mut attempt = 0;
     loop {
@@ -126,6 +130,23 @@ async fn rebuild_alone(
         }
     }
     Ok(applied)
+}
+
+/// Gathers planner statistics on the caught-up copies before they are swapped in. Tables
+/// created by the rebuild have none, and autovacuum may take minutes to analyse them: until then
+/// the planner guesses (a selective board filter planned on guesses walked the whole board).
+/// Statistics belong to the table, so they move into `read` with it; the few events applied after
+/// this do not change them materially. Outside the swap's transaction, which holds exclusive
+/// locks on the live tables.
+async fn analyze_copies(pool: &PgPool, tables: &[&str]) -> Result<(), RebuildError> {
+    for table in tables {
+        let table = checked(table)?;
+        // A table name is an identifier, not a parameter; it was checked to be a plain one.
+        sqlx::query(&format!("analyze read_rebuild.{table}"))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Swaps the caught-up copies in for the live tables, in one transaction.

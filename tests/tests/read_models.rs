@@ -1482,17 +1482,46 @@ async fn filters_by_text_skill_currency_budget_and_status_return_exactly_the_mat
         ),
         (
             GigQuery {
+                currency: Some("EUR".into()),
                 min_budget: Some(200_000),
                 ..GigQuery::default()
             },
-            Box::new(move |p: &Posted| overlaps(p, 200_000, i64::MAX)),
+            Box::new(move |p: &Posted| {
+                p.currency == Currency::EUR && overlaps(p, 200_000, i64::MAX)
+            }),
         ),
         (
             GigQuery {
+                currency: Some("GBP".into()),
                 max_budget: Some(4_000),
                 ..GigQuery::default()
             },
-            Box::new(move |p: &Posted| overlaps(p, i64::MIN, 4_000)),
+            Box::new(move |p: &Posted| p.currency == Currency::GBP && overlaps(p, i64::MIN, 4_000)),
+        ),
+        (
+            GigQuery {
+                skills: vec!["rust".into()],
+                currency: Some("USD".into()),
+                status: Some(GigStatus::Open),
+                ..GigQuery::default()
+            },
+            Box::new(|p: &Posted| {
+                p.skills.iter().any(|s| s == "rust")
+                    && p.currency == Currency::USD
+                    && p.status == GigStatus::Open
+            }),
+        ),
+        (
+            GigQuery {
+                q: Some("dashboard".into()),
+                sort: GigSort::Newest,
+                currency: Some("USD".into()),
+                min_budget: Some(100_000),
+                ..GigQuery::default()
+            },
+            Box::new(|p: &Posted| {
+                p.mentions("dashboard") && p.currency == Currency::USD && p.range.1 >= 100_000
+            }),
         ),
         (
             GigQuery {
@@ -1545,6 +1574,121 @@ async fn filters_by_text_skill_currency_budget_and_status_return_exactly_the_mat
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_budget_filter_without_a_currency_is_refused(pool: PgPool) {
+    // USD 1 000.00 and JPY 100 000 are both 100 000 minor units: without a currency a budget
+    // filter would compare amounts of different currencies.
+    let world = World::new(pool.clone());
+    let client = person(Role::Client);
+    world
+        .post(
+            &client,
+            "Dollar gig",
+            "Paid in dollars.",
+            &["rust"],
+            Budget::Fixed {
+                amount: usd(100_000),
+            },
+        )
+        .await;
+    world
+        .post(
+            &client,
+            "Yen gig",
+            "Paid in yen.",
+            &["rust"],
+            Budget::Fixed {
+                amount: Money::new(100_000, Currency::JPY),
+            },
+        )
+        .await;
+    catch_up_board(&pool).await;
+
+    for query in [
+        GigQuery {
+            min_budget: Some(100_000),
+            ..GigQuery::default()
+        },
+        GigQuery {
+            max_budget: Some(100_000),
+            q: Some("gig".into()),
+            ..GigQuery::default()
+        },
+    ] {
+        let refused = gig_board::search_gigs(&pool, &query).await;
+        assert!(
+            matches!(refused, Err(ReadError::BudgetWithoutCurrency)),
+            "{query:?}: {refused:?}"
+        );
+    }
+    let in_yen = gig_board::search_gigs(
+        &pool,
+        &GigQuery {
+            currency: Some("JPY".into()),
+            min_budget: Some(100_000),
+            ..GigQuery::default()
+        },
+    )
+    .await
+    .expect("the board reads");
+    assert_eq!(in_yen.items.len(), 1);
+    assert_eq!(in_yen.items[0].title, "Yen gig");
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_revised_gig_is_found_by_its_new_skills_only(pool: PgPool) {
+    let world = World::new(pool.clone());
+    post_many(&world, 20).await;
+    let client = person(Role::Client);
+    let gig = world
+        .post(
+            &client,
+            "Static site",
+            "A few pages.",
+            &["html"],
+            Budget::Fixed {
+                amount: usd(50_000),
+            },
+        )
+        .await;
+    world
+        .gig(
+            gig,
+            GigCommand::ReviseGig {
+                title: None,
+                description: None,
+                skills: Some(vec!["elixir".into(), "html".into()]),
+                budget: None,
+                deadline: None,
+                actor: client.clone(),
+                at: world.now(),
+            },
+        )
+        .await;
+    world
+        .gig(
+            gig,
+            GigCommand::ReviseGig {
+                title: None,
+                description: None,
+                skills: Some(vec!["elixir".into()]),
+                budget: None,
+                deadline: None,
+                actor: client.clone(),
+                at: world.now(),
+            },
+        )
+        .await;
+    catch_up_board(&pool).await;
+
+    let with = |skill: &str| GigQuery {
+        skills: vec![skill.to_owned()],
+        ..GigQuery::default()
+    };
+    assert_eq!(ids(&all_pages(&pool, &with("elixir")).await), [gig]);
+    assert!(!ids(&all_pages(&pool, &with("html")).await).contains(&gig));
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
 async fn keyset_paging_with_a_small_limit_yields_every_matching_gig_once_in_order(pool: PgPool) {
     let world = World::new(pool.clone());
     let posted = post_many(&world, 300).await;
@@ -1561,7 +1705,8 @@ async fn keyset_paging_with_a_small_limit_yields_every_matching_gig_once_in_orde
     assert_eq!(ids(&all_pages(&pool, &query).await), expected);
 
     // By relevance: "project" is in every title once, so every rank is equal and the order
-    // falls back on (posted_at, gig_id); paging must neither repeat nor skip a gig.
+    // falls back on (posted_at, gig_id); paging must neither repeat nor skip a gig. Relevance
+    // ranks the newest RANK_BOUND matches only.
     let query = GigQuery {
         q: Some("project".into()),
         limit: Some(9),
@@ -1573,7 +1718,9 @@ async fn keyset_paging_with_a_small_limit_yields_every_matching_gig_once_in_orde
         .map(|c| (c.rank, c.posted_at, c.gig_id))
         .collect();
     assert!(keys.windows(2).all(|w| w[0] > w[1]), "strictly descending");
-    assert_eq!(ids(&cards), expected);
+    let ranked = usize::try_from(gig_board::RANK_BOUND).expect("small");
+    assert!(expected.len() > ranked, "more matches than are ranked");
+    assert_eq!(ids(&cards), expected[..ranked]);
 
     // Ranks that differ (a word in a title ranks above it in a description), filtered.
     let query = GigQuery {

@@ -865,18 +865,19 @@ pub async fn contracts_of_user(
     limit: Option<u32>,
 ) -> Result<Page<ContractView>, ReadError> {
     let limit = page_limit(limit);
-    let before: Option<i64> = cursor
+    // Sentinel after every position on the first page: the keyset stays the index condition in
+    // a generic plan (`$2 is null or …` would not).
+    let before: i64 = cursor
         .map(|c| decode_cursor(c, CURSOR, 1).and_then(|parts| cursor_part(parts[0])))
-        .transpose()?;
+        .transpose()?
+        .unwrap_or(i64::MAX);
     // Two index scans (as client, as freelancer) merged, rather than an `or` over both columns.
     let rows: Vec<ContractView> = sqlx::query_as(
         "select * from (
-             (select * from read.contracts where client_id = $1
-                 and ($2::bigint is null or started_position < $2)
+             (select * from read.contracts where client_id = $1 and started_position < $2
                order by started_position desc limit $3)
              union
-             (select * from read.contracts where freelancer_id = $1
-                 and ($2::bigint is null or started_position < $2)
+             (select * from read.contracts where freelancer_id = $1 and started_position < $2
                order by started_position desc limit $3)
          ) c
          order by started_position desc

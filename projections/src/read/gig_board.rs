@@ -6,12 +6,28 @@
 //! component: the order is (rank desc, posted_at desc, gig_id desc) with `q`, (posted_at desc,
 //! gig_id desc) without, and a cursor names the last row's key, so paging never repeats or skips
 //! a gig even when ranks and times are equal.
+//!
+//! Each combination of filters is served by one of a fixed set of static statements, each
+//! driven by the index of its most selective filter, so that no filter makes a page walk the
+//! whole board, in generic plans as in custom ones:
+//! - no filter: `(posted_at desc, gig_id desc)`; a status: `(status, posted_at desc, gig_id desc)`;
+//!   a currency: `(currency, posted_at desc, gig_id desc)`;
+//! - skills alone: the `gig_skills` side table, one newest-first index scan per skill, each
+//!   stopping at a page;
+//! - a filter no index gives in the keyset order (a budget range; skills with a currency or
+//!   status; a text query): a walk of at most [`WALK_BOUND`] newest gigs (of the currency or
+//!   status), and only when that shows the filter is selective, the filter's own index (budget,
+//!   skills GIN, `search` GIN) and a sort of its matches;
+//! - relevance ranks only the newest [`RANK_BOUND`] matches of a text query.
+//!
+//! Cursors have sentinel first values, so the keyset is always the index condition. A budget
+//! filter needs a currency.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use gigledger_domain::{Budget, ContractId, GigEvent, GigId, GigStatus, Money, UserId};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder, Row};
+use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::{
@@ -24,7 +40,7 @@ use crate::runtime::{Handler, HandlerError};
 /// The handler's stored name.
 pub const NAME: &str = "gig_board";
 /// The tables this read model fills.
-pub const TABLES: &[&str] = &["gig_board"];
+pub const TABLES: &[&str] = &["gig_board", "gig_skills"];
 
 /// Projects gig events into `gig_board`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,6 +97,27 @@ fn budget_columns(budget: &Budget) -> (&'static str, &'static str, i64, i64) {
     }
 }
 
+/// The `gig_skills` rows of a gig (its posting time copied from the board row, which never
+/// changes it).
+async fn add_skills(
+    tx: &mut PgConnection,
+    gig_id: Uuid,
+    skills: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into gig_skills (gig_id, skill, posted_at)
+         select g.gig_id, s.skill, g.posted_at
+           from gig_board g cross join unnest($2::text[]) as s(skill)
+          where g.gig_id = $1
+         on conflict do nothing",
+    )
+    .bind(gig_id)
+    .bind(skills)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 async fn apply(
     tx: &mut PgConnection,
     gig_id: Uuid,
@@ -120,6 +157,7 @@ async fn apply(
             .bind(position)
             .execute(&mut *tx)
             .await?;
+            add_skills(tx, gig_id, skills).await?;
         }
         GigEvent::GigRevised {
             title,
@@ -130,7 +168,7 @@ async fn apply(
             revised_at,
         } => {
             let budget = budget.as_ref().map(budget_columns);
-            sqlx::query(
+            let revised = sqlx::query(
                 "update gig_board
                     set title = coalesce($3, title),
                         description = coalesce($4, description),
@@ -157,6 +195,15 @@ async fn apply(
             .bind(revised_at)
             .execute(&mut *tx)
             .await?;
+            // Only a revision the board applied (not one replayed) changes the skills rows.
+            if let (1, Some(skills)) = (revised.rows_affected(), skills) {
+                sqlx::query("delete from gig_skills where gig_id = $1 and skill <> all($2)")
+                    .bind(gig_id)
+                    .bind(skills)
+                    .execute(&mut *tx)
+                    .await?;
+                add_skills(tx, gig_id, skills).await?;
+            }
         }
         GigEvent::ProposalSubmitted { .. } => {
             sqlx::query(
@@ -235,10 +282,6 @@ pub struct GigCard {
     /// Relevance to the query in millionths of `ts_rank` (0 without a query).
     pub rank: i64,
 }
-
-const CARD_COLUMNS: &str = "g.gig_id, g.client_id, g.title, g.description, g.skills, \
-     g.budget_kind, g.currency, g.budget_min, g.budget_max, g.deadline, g.posted_at, \
-     g.revised_at, g.proposals_count, g.status, g.version";
 
 pub(crate) fn gig_status(text: &str) -> Result<GigStatus, sqlx::Error> {
     match text {
@@ -373,7 +416,302 @@ impl BoardCursor {
     }
 }
 
-/// One page of the board.
+/// How many matches of a text query are ranked by relevance: the newest `RANK_BOUND` matches
+/// (after the other filters). Ranking reads the rank of every row it orders, so an unbounded
+/// ranking of a common word costs the whole board; past the bound a query must be refined (or
+/// sorted newest first, which pages through every match).
+pub const RANK_BOUND: i64 = 200;
+
+/// How many of the newest gigs a relevance query walks before it takes its matches by the GIN
+/// index instead (see `BY_RELEVANCE`).
+pub const RANK_WALK: i64 = 5_000;
+
+/// How many gigs a page walks, newest first, before it takes a selective filter's matches by
+/// the filter's own index instead (see `walk_then_select`): a budget range, a text query sorted
+/// newest first.
+pub const WALK_BOUND: i64 = 2_000;
+
+/// The most skills a board query may name (a gig has at most 20): each is one index scan.
+pub const MAX_QUERY_SKILLS: usize = 20;
+
+/// The filters a driver does not use as its index condition, on board row `g`. `$3` currency
+/// (null: any), `$4`/`$5` budget bounds (sentinels `i64::MIN`/`i64::MAX` when absent, and only
+/// ever given with a currency), `$6` status (null: any). Null tests here are plain filters, never
+/// the index condition, so a generic plan loses nothing by them.
+macro_rules! board_filters {
+    ($g:literal) => {
+        concat!(
+            "($3::text is null or ",
+            $g,
+            ".currency = $3)
+             and ",
+            $g,
+            ".budget_max >= $4::bigint and ",
+            $g,
+            ".budget_min <= $5::bigint
+             and ($6::text is null or ",
+            $g,
+            ".status = $6)"
+        )
+    };
+}
+
+macro_rules! card_columns {
+    () => {
+        "g.gig_id, g.client_id, g.title, g.description, g.skills, g.budget_kind, g.currency, \
+         g.budget_min, g.budget_max, g.deadline, g.posted_at, g.revised_at, g.proposals_count, \
+         g.status, g.version"
+    };
+}
+
+/// A filter no index gives in the keyset order (a budget range, a text query newest first):
+/// first one bounded walk of the driver's newest [`WALK_BOUND`] gigs after the cursor; if that
+/// found a page, or the driver's gigs ended within it, that is the page. Otherwise fewer than a
+/// page in `WALK_BOUND` gigs pass the filter, which is therefore selective: its matches are
+/// taken by the filter's own index (materialised, so no plan can turn this into a walk) and
+/// sorted. Either way a page discards at most `WALK_BOUND` rows and sorts at most that many or
+/// the selective filter's matches, in generic and custom plans alike.
+///
+/// `$walk_from`/`$walk_where`: the walk's rows; `$hit`: whether a walked row `g` passes;
+/// `$select_from`/`$select_where`: the matches by the filter's index; `$rank` computed over
+/// `$page_from`: the page's rows and their rank.
+macro_rules! walk_then_select {
+    ($walk_from:literal, $walk_where:literal, $hit:expr, $select_from:literal, $select_where:expr,
+     $page_from:literal, $rank:literal) => {
+        concat!(
+            "with recent as materialized (
+                 select g.gig_id, g.posted_at, ", $hit, " as hit
+                   from ", $walk_from, "
+                  where ", $walk_where, " and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid)
+                  order by g.posted_at desc, g.gig_id desc
+                  limit $12),
+             hits as materialized (
+                 select r.gig_id from recent r
+                  where r.hit
+                  order by r.posted_at desc, r.gig_id desc
+                  limit $10),
+             selective as materialized (
+                 select g.gig_id, g.posted_at from ", $select_from, "
+                  where (select count(*) from hits) < $10 and (select count(*) from recent) = $12
+                    and ", $select_where, "
+                    and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid))
+             select ", card_columns!(), ", ", $rank, " as rank
+               from ", $page_from, "
+              where g.gig_id in (select gig_id from hits
+                                 union all
+                                 (select gig_id from selective
+                                   order by posted_at desc, gig_id desc
+                                   limit $10))
+              order by g.posted_at desc, g.gig_id desc
+              limit $10"
+        )
+    };
+}
+
+// Every statement takes the same parameters (unused ones are typed by their binding):
+// $1 text query, $2 skills, $3 currency, $4 min budget, $5 max budget, $6 status,
+// $7 $8 $9 the cursor (rank, posted_at, gig_id; sentinels above every key on the first page),
+// $10 rows to fetch (the page plus one), $11 RANK_BOUND, $12 WALK_BOUND, $13 RANK_WALK.
+
+/// A text query, by relevance: the newest `RANK_BOUND` matches are ranked and the page is cut
+/// from them by the rank keyset. They are found as `walk_then_select` finds a page: a walk of
+/// the newest [`RANK_WALK`] gigs; if fewer than `RANK_BOUND` of them match (the query matches
+/// under `RANK_BOUND / RANK_WALK` = 4 % of the board), the GIN index's matches, of which the
+/// newest `RANK_BOUND` are kept by a top-N sort. So a common word reads `RANK_WALK` rows, a rare
+/// one its few matches; the most a query sorts is a word just under 4 % of the board.
+const BY_RELEVANCE: &str = concat!(
+    "with recent as materialized (
+         select g.gig_id, g.posted_at,
+                (g.search @@ query and (cardinality($2::text[]) = 0 or g.skills && $2) and ",
+    board_filters!("g"),
+    ") as hit
+           from read.gig_board g, websearch_to_tsquery('english', $1) query
+          order by g.posted_at desc, g.gig_id desc
+          limit $13),
+     hits as materialized (
+         select r.gig_id from recent r
+          where r.hit
+          order by r.posted_at desc, r.gig_id desc
+          limit $11),
+     selective as materialized (
+         select g.gig_id, g.posted_at
+           from read.gig_board g, websearch_to_tsquery('english', $1) query
+          where (select count(*) from hits) < $11 and (select count(*) from recent) = $13
+            and g.search @@ query and (cardinality($2::text[]) = 0 or g.skills && $2)
+            and ",
+    board_filters!("g"),
+    "),
+     ranked as (
+         select ",
+    card_columns!(),
+    ", (ts_rank(g.search, query) * 1000000)::bigint as rank
+           from read.gig_board g, websearch_to_tsquery('english', $1) query
+          where g.gig_id in (select gig_id from hits
+                             union all
+                             (select gig_id from selective
+                               order by posted_at desc, gig_id desc
+                               limit $11)))
+     select * from ranked s
+      where (s.rank, s.posted_at, s.gig_id) < ($7::bigint, $8::timestamptz, $9::uuid)
+      order by s.rank desc, s.posted_at desc, s.gig_id desc
+      limit $10"
+);
+
+/// A text query, newest first: a bounded walk of the newest-first index, then (a rare query)
+/// the GIN index's matches, sorted (see `walk_then_select`). With the planner left to choose, a
+/// generic plan walks the whole board for a rare word (it cannot know the word is rare).
+const TEXT_NEWEST: &str = walk_then_select!(
+    "read.gig_board g, websearch_to_tsquery('english', $1) query",
+    "true",
+    concat!(
+        "(g.search @@ query and (cardinality($2::text[]) = 0 or g.skills && $2) and ",
+        board_filters!("g"),
+        ")"
+    ),
+    "read.gig_board g, websearch_to_tsquery('english', $1) query",
+    concat!(
+        "g.search @@ query and (cardinality($2::text[]) = 0 or g.skills && $2) and ",
+        board_filters!("g")
+    ),
+    "read.gig_board g, websearch_to_tsquery('english', $1) query",
+    "(ts_rank(g.search, query) * 1000000)::bigint"
+);
+
+/// Skills alone: per skill, one walk of `gig_skills_newest` after the cursor that stops at a
+/// page; the union (at most a page per skill) is sorted. (The other filters are checked here
+/// too, but `search_gigs` sends skills with other filters to `SKILLS_IN_*`.)
+const BY_SKILLS: &str = concat!(
+    "select ",
+    card_columns!(),
+    ", 0::bigint as rank
+       from read.gig_board g
+      where g.gig_id in (
+              select k.gig_id
+                from unnest($2::text[]) as s(skill)
+                cross join lateral (
+                      select k.gig_id
+                        from read.gig_skills k join read.gig_board m using (gig_id)
+                       where k.skill = s.skill
+                         and (k.posted_at, k.gig_id) < ($8::timestamptz, $9::uuid)
+                         and ",
+    board_filters!("m"),
+    "
+                       order by k.posted_at desc, k.gig_id desc
+                       limit $10) k)
+      order by g.posted_at desc, g.gig_id desc
+      limit $10"
+);
+
+/// Skills and a currency (maybe a budget or status too), no text: a walk of the currency's
+/// newest gigs, then the skills' GIN matches within the currency (see `walk_then_select`). A
+/// walk of each skill's gigs (`BY_SKILLS`) would discard every one of a common skill's gigs in
+/// other currencies.
+const SKILLS_IN_CURRENCY: &str = walk_then_select!(
+    "read.gig_board g",
+    "g.currency = $3",
+    concat!("(g.skills && $2 and ", board_filters!("g"), ")"),
+    "read.gig_board g",
+    concat!(
+        "g.currency = $3 and g.skills && $2 and ",
+        board_filters!("g")
+    ),
+    "read.gig_board g",
+    "0::bigint"
+);
+
+/// Skills and a status, no currency, no text: as `SKILLS_IN_CURRENCY`, walking the status's
+/// newest gigs.
+const SKILLS_IN_STATUS: &str = walk_then_select!(
+    "read.gig_board g",
+    "g.status = $6",
+    "g.skills && $2",
+    "read.gig_board g",
+    "g.status = $6 and g.skills && $2",
+    "read.gig_board g",
+    "0::bigint"
+);
+
+/// A currency (no text, no skills, no budget): `gig_board_currency_newest` after the cursor,
+/// status a filter on that walk.
+const BY_CURRENCY: &str = concat!(
+    "select ",
+    card_columns!(),
+    ", 0::bigint as rank
+       from read.gig_board g
+      where g.currency = $3
+        and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid)
+        and ",
+    board_filters!("g"),
+    "
+      order by g.posted_at desc, g.gig_id desc
+      limit $10"
+);
+
+/// A currency with a minimum budget (and maybe a maximum), no text, no skills: the currency's
+/// newest-first index, then `(currency, budget_max, budget_min)`.
+const BY_MIN_BUDGET: &str = walk_then_select!(
+    "read.gig_board g",
+    "g.currency = $3",
+    board_filters!("g"),
+    "read.gig_board g",
+    concat!(
+        "g.currency = $3 and g.budget_max >= $4::bigint and g.budget_min <= $5::bigint
+         and ($6::text is null or g.status = $6)"
+    ),
+    // no text query here: no tsquery (an empty one would raise a NOTICE on every call)
+    "read.gig_board g",
+    "0::bigint"
+);
+
+/// A currency with only a maximum budget: the currency's newest-first index, then
+/// `(currency, budget_min)`.
+const BY_MAX_BUDGET: &str = walk_then_select!(
+    "read.gig_board g",
+    "g.currency = $3",
+    board_filters!("g"),
+    "read.gig_board g",
+    "g.currency = $3 and g.budget_min <= $5::bigint and ($6::text is null or g.status = $6)",
+    // no text query here: no tsquery (an empty one would raise a NOTICE on every call)
+    "read.gig_board g",
+    "0::bigint"
+);
+
+/// A status only: `gig_board_status_newest` after the cursor.
+const BY_STATUS: &str = concat!(
+    "select ",
+    card_columns!(),
+    ", 0::bigint as rank
+       from read.gig_board g
+      where g.status = $6
+        and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid)
+      order by g.posted_at desc, g.gig_id desc
+      limit $10"
+);
+
+/// No filter: `gig_board_newest` after the cursor.
+const NEWEST: &str = concat!(
+    "select ",
+    card_columns!(),
+    ", 0::bigint as rank
+       from read.gig_board g
+      where (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid)
+      order by g.posted_at desc, g.gig_id desc
+      limit $10"
+);
+
+/// The first page's cursor: above every key (no rank reaches `i64::MAX`, no gig is posted in the
+/// year 9999), so one statement serves every page and its plan always has the keyset as its
+/// index condition.
+fn first_page() -> (i64, DateTime<Utc>, Uuid) {
+    let end_of_time = NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    (i64::MAX, end_of_time, Uuid::max())
+}
+
+/// One page of the board. A budget filter needs a currency (minor units of different currencies
+/// do not compare): [`ReadError::BudgetWithoutCurrency`] otherwise.
 pub async fn search_gigs<'e>(
     db: impl PgExecutor<'e>,
     query: &GigQuery,
@@ -386,76 +724,59 @@ pub async fn search_gigs<'e>(
         .as_deref()
         .map(|c| BoardCursor::parse(c, by_relevance))
         .transpose()?;
-
-    let mut sql = QueryBuilder::<Postgres>::new("select * from (select ");
-    sql.push(CARD_COLUMNS);
-    match text {
-        Some(text) => {
-            sql.push(", (ts_rank(g.search, query) * 1000000)::bigint as rank from read.gig_board g, websearch_to_tsquery('english', ");
-            sql.push_bind(text.to_owned());
-            sql.push(") query where g.search @@ query");
-        }
-        None => {
-            sql.push(", 0::bigint as rank from read.gig_board g where true");
-        }
+    let currency = query.currency.as_deref().map(|c| c.trim().to_uppercase());
+    if currency.is_none() && (query.min_budget.is_some() || query.max_budget.is_some()) {
+        return Err(ReadError::BudgetWithoutCurrency);
     }
-    if !query.skills.is_empty() {
-        let skills: Vec<String> = query
-            .skills
-            .iter()
-            .map(|skill| skill.trim().to_lowercase())
-            .collect();
-        sql.push(" and g.skills && ");
-        sql.push_bind(skills);
+    let mut skills: Vec<String> = query
+        .skills
+        .iter()
+        .map(|skill| skill.trim().to_lowercase())
+        .collect();
+    skills.sort();
+    skills.dedup();
+    if skills.len() > MAX_QUERY_SKILLS {
+        return Err(ReadError::InvalidArgument(format!(
+            "at most {MAX_QUERY_SKILLS} skills may be asked for"
+        )));
     }
-    if let Some(currency) = &query.currency {
-        sql.push(" and g.currency = ");
-        sql.push_bind(currency.trim().to_uppercase());
-    }
-    if let Some(min) = query.min_budget {
-        sql.push(" and g.budget_max >= ");
-        sql.push_bind(min);
-    }
-    if let Some(max) = query.max_budget {
-        sql.push(" and g.budget_min <= ");
-        sql.push_bind(max);
-    }
-    if let Some(status) = query.status {
-        sql.push(" and g.status = ");
-        sql.push_bind(gig_status_text(status));
-    }
-    sql.push(") s");
-    match cursor {
+    let (rank, posted_at, gig_id) = match cursor {
+        None => first_page(),
         Some(BoardCursor::Relevance {
             rank,
             posted_at,
             gig_id,
-        }) => {
-            sql.push(" where (s.rank, s.posted_at, s.gig_id) < (");
-            sql.push_bind(rank);
-            sql.push(", ");
-            sql.push_bind(posted_at);
-            sql.push(", ");
-            sql.push_bind(gig_id);
-            sql.push(")");
-        }
-        Some(BoardCursor::Newest { posted_at, gig_id }) => {
-            sql.push(" where (s.posted_at, s.gig_id) < (");
-            sql.push_bind(posted_at);
-            sql.push(", ");
-            sql.push_bind(gig_id);
-            sql.push(")");
-        }
-        None => {}
-    }
-    if by_relevance {
-        sql.push(" order by s.rank desc, s.posted_at desc, s.gig_id desc");
-    } else {
-        sql.push(" order by s.posted_at desc, s.gig_id desc");
-    }
-    sql.push(" limit ");
-    sql.push_bind(limit + 1);
-    let rows: Vec<GigCard> = sql.build_query_as().fetch_all(db).await?;
+        }) => (rank, posted_at, gig_id),
+        Some(BoardCursor::Newest { posted_at, gig_id }) => (i64::MAX, posted_at, gig_id),
+    };
+    let sql = match (text, by_relevance) {
+        (Some(_), true) => BY_RELEVANCE,
+        (Some(_), false) => TEXT_NEWEST,
+        (None, _) if !skills.is_empty() && currency.is_some() => SKILLS_IN_CURRENCY,
+        (None, _) if !skills.is_empty() && query.status.is_some() => SKILLS_IN_STATUS,
+        (None, _) if !skills.is_empty() => BY_SKILLS,
+        (None, _) if query.min_budget.is_some() => BY_MIN_BUDGET,
+        (None, _) if query.max_budget.is_some() => BY_MAX_BUDGET,
+        (None, _) if currency.is_some() => BY_CURRENCY,
+        (None, _) if query.status.is_some() => BY_STATUS,
+        (None, _) => NEWEST,
+    };
+    let rows: Vec<GigCard> = sqlx::query_as(sql)
+        .bind(text.unwrap_or_default())
+        .bind(&skills)
+        .bind(currency)
+        .bind(query.min_budget.unwrap_or(i64::MIN))
+        .bind(query.max_budget.unwrap_or(i64::MAX))
+        .bind(query.status.map(gig_status_text))
+        .bind(rank)
+        .bind(posted_at)
+        .bind(gig_id)
+        .bind(limit + 1)
+        .bind(RANK_BOUND)
+        .bind(WALK_BOUND)
+        .bind(RANK_WALK)
+        .fetch_all(db)
+        .await?;
     Ok(into_page(rows, limit, |card| {
         BoardCursor::of(card, by_relevance)
     }))
@@ -466,13 +787,14 @@ pub async fn get_gig<'e>(
     db: impl PgExecutor<'e>,
     gig_id: GigId,
 ) -> Result<Option<GigCard>, ReadError> {
-    let sql = format!(
-        "select {CARD_COLUMNS}, 0::bigint as rank from read.gig_board g where g.gig_id = $1"
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(gig_id.0)
-        .fetch_optional(db)
-        .await?)
+    Ok(sqlx::query_as(concat!(
+        "select ",
+        card_columns!(),
+        ", 0::bigint as rank from read.gig_board g where g.gig_id = $1"
+    ))
+    .bind(gig_id.0)
+    .fetch_optional(db)
+    .await?)
 }
 
 /// The contract a gig's hire started, for one of its parties: the gig's client or the hired

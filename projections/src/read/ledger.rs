@@ -203,22 +203,25 @@ pub async fn entries_of_contract<'e>(
     limit: Option<u32>,
 ) -> Result<Page<LedgerEntry>, ReadError> {
     let limit = page_limit(limit);
-    let after: Option<(i64, i16)> = cursor
+    // Sentinel before every line on the first page: the keyset stays the index condition in a
+    // generic plan (`$2 is null or …` would not).
+    let after: (i64, i16) = cursor
         .map(|c| {
             let parts = decode_cursor(c, CURSOR, 2)?;
             Ok::<_, ReadError>((cursor_part(parts[0])?, cursor_part(parts[1])?))
         })
-        .transpose()?;
+        .transpose()?
+        .unwrap_or((-1, -1));
     let rows = sqlx::query_as(
         "select * from read.ledger_entries
           where contract_id = $1
-            and ($2::bigint is null or (position, line) > ($2, $3::smallint))
+            and (position, line) > ($2, $3::smallint)
           order by position, line
           limit $4",
     )
     .bind(contract_id.0)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
+    .bind(after.0)
+    .bind(after.1)
     .bind(limit + 1)
     .fetch_all(db)
     .await?;
@@ -253,16 +256,32 @@ pub async fn trial_balance<'e>(
     db: impl PgExecutor<'e>,
     contract_id: Option<ContractId>,
 ) -> Result<Vec<AccountBalance>, ReadError> {
-    Ok(sqlx::query_as(
-        "select account, currency, sum(amount)::text as balance
-           from read.ledger_entries
-          where $1::uuid is null or contract_id = $1
-          group by account, currency
-          order by currency, account",
-    )
-    .bind(contract_id.map(|c| c.0))
-    .fetch_all(db)
-    .await?)
+    // Two statements: `$1 is null or contract_id = $1` would, in a generic plan, read every
+    // contract's lines for one contract's balance.
+    Ok(match contract_id {
+        Some(contract_id) => {
+            sqlx::query_as(
+                "select account, currency, sum(amount)::text as balance
+                   from read.ledger_entries
+                  where contract_id = $1
+                  group by account, currency
+                  order by currency, account",
+            )
+            .bind(contract_id.0)
+            .fetch_all(db)
+            .await?
+        }
+        None => {
+            sqlx::query_as(
+                "select account, currency, sum(amount)::text as balance
+                   from read.ledger_entries
+                  group by account, currency
+                  order by currency, account",
+            )
+            .fetch_all(db)
+            .await?
+        }
+    })
 }
 
 /// What an escrow received and paid out, summed from the ledger, in minor units (exact: the

@@ -79,6 +79,10 @@ pub enum ReadError {
     /// An argument is out of range (e.g. an unknown interval).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A budget filter without a currency: minor units of different currencies do not compare
+    /// (`min_budget=100000` would match USD 1 000.00 and JPY 100 000).
+    #[error("a budget filter needs a currency")]
+    BudgetWithoutCurrency,
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),

@@ -334,11 +334,13 @@ pub async fn proposals_of_gig<'e>(
     limit: Option<u32>,
 ) -> Result<Page<ProposalView>, ReadError> {
     let limit = page_limit(limit);
-    let after = after_position(cursor)?;
+    // Sentinel before every position on the first page: the keyset stays the index condition
+    // in a generic plan (`$2 is null or …` would not).
+    let after = after_position(cursor)?.unwrap_or(-1);
     let rows = sqlx::query_as(
         "select p.*, g.title as gig_title, g.client_id
            from read.proposals p join read.proposal_gigs g using (gig_id)
-          where p.gig_id = $1 and ($2::bigint is null or p.submitted_position > $2)
+          where p.gig_id = $1 and p.submitted_position > $2
           order by p.submitted_position
           limit $3",
     )
@@ -358,11 +360,12 @@ pub async fn proposals_of_freelancer<'e>(
     limit: Option<u32>,
 ) -> Result<Page<ProposalView>, ReadError> {
     let limit = page_limit(limit);
-    let before = after_position(cursor)?;
+    // Sentinel after every position on the first page (see `proposals_of_gig`).
+    let before = after_position(cursor)?.unwrap_or(i64::MAX);
     let rows = sqlx::query_as(
         "select p.*, g.title as gig_title, g.client_id
            from read.proposals p join read.proposal_gigs g using (gig_id)
-          where p.freelancer_id = $1 and ($2::bigint is null or p.submitted_position < $2)
+          where p.freelancer_id = $1 and p.submitted_position < $2
           order by p.submitted_position desc
           limit $3",
     )
