@@ -112,6 +112,12 @@ pub enum AuthConfigError {
     JwksEmpty(PathBuf),
     #[error("a JWKS file needs the issuer its tokens carry: set GIGLEDGER_JWT_ISSUER")]
     JwksWithoutIssuer,
+    /// An identity provider issues tokens for every application of a tenant, and many carry no
+    /// `aud`: without an audience to demand, another application's token would be taken.
+    #[error(
+        "a JWKS file needs the audience tokens for gigledger carry: set GIGLEDGER_JWT_AUDIENCE"
+    )]
+    JwksWithoutAudience,
     #[error("`gigledger token` mints HS256 tokens with GIGLEDGER_JWT_SECRET, but this configuration verifies tokens against GIGLEDGER_JWT_JWKS_FILE and would refuse them")]
     MintWithJwks,
     #[error("cannot sign the token: {0}")]
@@ -163,6 +169,9 @@ impl Authenticator {
             Some(path) => {
                 if settings.jwt_issuer.is_none() {
                     return Err(AuthConfigError::JwksWithoutIssuer);
+                }
+                if settings.jwt_audience.is_none() {
+                    return Err(AuthConfigError::JwksWithoutAudience);
                 }
                 Keys::Set(read_jwks(path)?)
             }
@@ -985,6 +994,14 @@ mod tests {
         assert!(matches!(
             Authenticator::from_settings(&no_issuer),
             Err(AuthConfigError::JwksWithoutIssuer)
+        ));
+        let no_audience = AuthSettings {
+            jwt_audience: None,
+            ..jwks_settings(&file)
+        };
+        assert!(matches!(
+            Authenticator::from_settings(&no_audience),
+            Err(AuthConfigError::JwksWithoutAudience)
         ));
         let symmetric = JwksFile::write(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#);
         assert!(matches!(

@@ -108,13 +108,12 @@ impl Fingerprint {
 
 /// Headers of a response that belong to that one exchange, not to its meaning: never stored, so a
 /// replay carries its own (`X-Request-Id` of the retry, say).
-const UNSTORED_HEADERS: [&str; 6] = [
+const UNSTORED_HEADERS: [&str; 5] = [
     "x-request-id",
     "date",
     "content-length",
     "transfer-encoding",
     "connection",
-    "retry-after",
 ];
 
 /// A response as stored and replayed.

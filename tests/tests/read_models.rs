@@ -1686,6 +1686,34 @@ async fn a_revised_gig_is_found_by_its_new_skills_only(pool: PgPool) {
     };
     assert_eq!(ids(&all_pages(&pool, &with("elixir")).await), [gig]);
     assert!(!ids(&all_pages(&pool, &with("html")).await).contains(&gig));
+
+    // The board's guards make a replay of its events change nothing: the posting's skills do
+    // not come back.
+    sqlx::query(
+        "update projection_checkpoints set transaction_id = 0, position = 0 where name = 'gig_board'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    catch_up_board(&pool).await;
+    assert_eq!(ids(&all_pages(&pool, &with("elixir")).await), [gig]);
+    assert!(
+        !ids(&all_pages(&pool, &with("html")).await).contains(&gig),
+        "a replayed posting brought back a skill the revision removed"
+    );
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_cursor_with_a_time_postgresql_cannot_hold_is_an_invalid_cursor(pool: PgPool) {
+    let crafted = GigQuery {
+        cursor: Some("gn.-300000000000000000.00000000-0000-0000-0000-000000000000".to_owned()),
+        ..GigQuery::default()
+    };
+    let answer = gig_board::search_gigs(&pool, &crafted).await;
+    assert!(
+        matches!(answer, Err(ReadError::InvalidCursor)),
+        "{answer:?}"
+    );
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]

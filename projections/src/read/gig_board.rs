@@ -136,7 +136,7 @@ async fn apply(
             ..
         } => {
             let (kind, currency, min, max) = budget_columns(budget);
-            sqlx::query(
+            let inserted = sqlx::query(
                 "insert into gig_board (gig_id, client_id, title, description, skills, budget_kind,
                                         currency, budget_min, budget_max, deadline, posted_at,
                                         status, last_position)
@@ -157,7 +157,10 @@ async fn apply(
             .bind(position)
             .execute(&mut *tx)
             .await?;
-            add_skills(tx, gig_id, skills).await?;
+            // A replayed posting must not bring back skills a later revision removed.
+            if inserted.rows_affected() == 1 {
+                add_skills(tx, gig_id, skills).await?;
+            }
         }
         GigEvent::GigRevised {
             title,
@@ -385,8 +388,13 @@ fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
+/// A cursor's time. Only years PostgreSQL's `timestamptz` holds are accepted (chrono's range is
+/// wider), so a crafted cursor is an invalid cursor, never a database error.
 fn from_micros(part: &str) -> Result<DateTime<Utc>, ReadError> {
-    DateTime::from_timestamp_micros(cursor_part(part)?).ok_or(ReadError::InvalidCursor)
+    use chrono::Datelike;
+    DateTime::from_timestamp_micros(cursor_part(part)?)
+        .filter(|at| (1..=9999).contains(&at.year()))
+        .ok_or(ReadError::InvalidCursor)
 }
 
 impl BoardCursor {
