@@ -317,8 +317,8 @@ async fn analyst_reads_only_the_analytics(pool: &PgPool) {
     assert_eq!(skills, [r#"{"gigs": 3, "skill": "rust", "proposals": 3}"#]);
     let gigs = as_analyst(
         pool,
-        "select count(*) filter (where hired_at is not null) as hired,
-                count(*) filter (where completed_at is not null) as completed
+        "select count(*) filter (where hours_to_hire is not null) as hired,
+                count(*) filter (where hours_to_completion is not null) as completed
            from analytics.gigs",
     )
     .await
@@ -328,10 +328,23 @@ async fn analyst_reads_only_the_analytics(pool: &PgPool) {
         .await
         .expect("the analyst reads the hires");
     assert_eq!(hires, [r#"{"n": 3}"#]);
-    let disputes = as_analyst(pool, "select currency, resolved_at from analytics.disputes")
+    let disputes = as_analyst(pool, "select currency, resolved_on from analytics.disputes")
         .await
         .expect("the analyst reads the disputes");
-    assert_eq!(disputes, [r#"{"currency": "USD", "resolved_at": null}"#]);
+    assert_eq!(disputes, [r#"{"currency": "USD", "resolved_on": null}"#]);
+    // No exact time either: an exact posting time joins to the public board and names the gig.
+    let exact_times: Vec<(String, String)> = sqlx::query_as(
+        "select table_name::text, column_name::text from information_schema.columns
+          where table_schema = 'analytics'
+            and data_type in ('timestamp with time zone', 'timestamp without time zone')",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("lists columns");
+    assert!(
+        exact_times.is_empty(),
+        "analysts see exact times: {exact_times:?}"
+    );
 
     // Nothing in the analyst's schema names a person or a record, or holds free text.
     let columns: Vec<(String, String)> = sqlx::query_as(
