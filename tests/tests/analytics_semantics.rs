@@ -3,33 +3,30 @@
 //! the funnel's exact rates, and which set the funnel and time to hire are computed over.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
-use gigledger_commands::clock::ManualClock;
-use gigledger_commands::services::{RequestContext, Services, ServicesConfig};
+use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use gigledger_domain::{
     Actor, Budget, ContractCommand, ContractId, Currency, EscrowCommand, GigCommand, GigId,
-    MilestoneId, MilestoneTerms, Money, ProposalId, Role, SimulatedGateway, UserId,
+    MilestoneId, MilestoneTerms, Money, ProposalId, Role,
 };
 use gigledger_projections::read::analytics::{self, GmvPeriod, GmvTotals, Interval, Rate};
 use gigledger_projections::read::{self, ReadError};
 use gigledger_projections::runtime::{catch_up, Target};
+use gigledger_tests::world::{person, CommandWorld};
 use sqlx::PgPool;
 
-struct World {
-    pool: PgPool,
-    services: Services,
-    clock: Arc<ManualClock>,
-    ctx: RequestContext,
+/// The shared command fixture, with this file's steps on top.
+struct World(CommandWorld);
+
+impl std::ops::Deref for World {
+    type Target = CommandWorld;
+    fn deref(&self) -> &CommandWorld {
+        &self.0
+    }
 }
 
 fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).expect("a date")
-}
-
-fn person(role: Role) -> Actor {
-    Actor::new(UserId::new(), vec![role])
 }
 
 fn fixed(amount: i64, currency: Currency) -> Budget {
@@ -42,34 +39,11 @@ impl World {
     /// The clock starts at 08:00 UTC on `day`.
     fn new(pool: PgPool, day: NaiveDate) -> Self {
         let start = Utc.from_utc_datetime(&day.and_hms_opt(8, 0, 0).expect("a time"));
-        let clock = Arc::new(ManualClock::new(start));
-        let services = Services::new(
-            pool.clone(),
-            ServicesConfig::default(),
-            Arc::new(SimulatedGateway::new()),
-            clock.clone(),
-        );
-        Self {
-            pool,
-            services,
-            clock,
-            ctx: RequestContext::new(),
-        }
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        self.clock.advance(Duration::minutes(1));
-        self.services.now()
+        Self(CommandWorld::starting_at(pool, start))
     }
 
     fn next_day(&self) {
         self.clock.advance(Duration::days(1));
-    }
-
-    async fn gig(&self, gig: GigId, command: GigCommand) {
-        if let Err(e) = self.services.gig(gig, command, &self.ctx).await {
-            panic!("the gig command failed: {e}");
-        }
     }
 
     async fn post(&self, client: &Actor, skills: &[&str], budget: Budget) -> GigId {
@@ -169,9 +143,7 @@ impl World {
             actor: client.clone(),
             at: self.now(),
         };
-        if let Err(e) = self.services.escrow(contract, deposit, &self.ctx).await {
-            panic!("the deposit failed: {e}");
-        }
+        self.escrow(contract, deposit).await;
         for command in [
             ContractCommand::SubmitMilestone {
                 milestone_id: milestone,

@@ -2,33 +2,24 @@
 //! and nothing personal, before and after rebuilds; the public gig board carries no contract id,
 //! which only the contract's parties can learn.
 
-use std::sync::Arc;
-
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use gigledger_commands::clock::ManualClock;
-use gigledger_commands::services::{RequestContext, Services, ServicesConfig};
+use chrono::{TimeZone, Utc};
 use gigledger_domain::{
-    Actor, Budget, ContractCommand, ContractId, Currency, DisputeId, EscrowCommand, GigCommand,
-    GigId, GigStatus, MilestoneId, MilestoneTerms, Money, ProposalId, Role, SimulatedGateway,
-    UserId,
+    Actor, Budget, ContractCommand, ContractId, DisputeId, EscrowCommand, GigCommand, GigId,
+    GigStatus, MilestoneId, MilestoneTerms, ProposalId, Role, UserId,
 };
 use gigledger_projections::read::{self, gig_board};
 use gigledger_projections::runtime::{catch_up, Target};
+use gigledger_tests::world::{person, usd, CommandWorld};
 use sqlx::PgPool;
 
-struct World {
-    pool: PgPool,
-    services: Services,
-    clock: Arc<ManualClock>,
-    ctx: RequestContext,
-}
+/// The shared command fixture, with this file's steps on top.
+struct World(CommandWorld);
 
-fn usd(amount: i64) -> Money {
-    Money::new(amount, Currency::USD)
-}
-
-fn person(role: Role) -> Actor {
-    Actor::new(UserId::new(), vec![role])
+impl std::ops::Deref for World {
+    type Target = CommandWorld;
+    fn deref(&self) -> &CommandWorld {
+        &self.0
+    }
 }
 
 impl World {
@@ -37,36 +28,7 @@ impl World {
             .with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
             .single()
             .expect("a time");
-        let clock = Arc::new(ManualClock::new(start));
-        let services = Services::new(
-            pool.clone(),
-            ServicesConfig::default(),
-            Arc::new(SimulatedGateway::new()),
-            clock.clone(),
-        );
-        Self {
-            pool,
-            services,
-            clock,
-            ctx: RequestContext::new(),
-        }
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        self.clock.advance(Duration::minutes(1));
-        self.services.now()
-    }
-
-    async fn gig(&self, gig: GigId, command: GigCommand) {
-        if let Err(e) = self.services.gig(gig, command, &self.ctx).await {
-            panic!("the gig command failed: {e}");
-        }
-    }
-
-    async fn contract(&self, contract: ContractId, command: ContractCommand) {
-        if let Err(e) = self.services.contract(contract, command, &self.ctx).await {
-            panic!("the contract command failed: {e}");
-        }
+        Self(CommandWorld::starting_at(pool, start))
     }
 
     /// A gig of `client`'s with one proposal of `freelancer`'s (one milestone of `amount`),
@@ -136,9 +98,7 @@ impl World {
             actor: client.clone(),
             at: self.now(),
         };
-        if let Err(e) = self.services.escrow(contract, command, &self.ctx).await {
-            panic!("the deposit failed: {e}");
-        }
+        self.escrow(contract, command).await;
     }
 
     async fn submit(&self, contract: ContractId, freelancer: &Actor, milestone: MilestoneId) {

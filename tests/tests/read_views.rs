@@ -3,37 +3,28 @@
 //! read marks that survive a rebuild, the aggregate version each view reflects (for `ETag`), and
 //! what became of proposals that were never decided. Every state is set up by sending commands.
 
-use std::sync::Arc;
-
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use gigledger_commands::clock::ManualClock;
-use gigledger_commands::services::{Outcome, RequestContext, Services, ServicesConfig};
+use chrono::{TimeZone, Utc};
+use gigledger_commands::services::Outcome;
 use gigledger_domain::{
-    Actor, Budget, ContractCommand, ContractId, Currency, DisputeId, EscrowCommand, GigCommand,
-    GigId, GigStatus, MilestoneId, MilestoneTerms, Money, ProposalId, Role, SimulatedGateway,
-    UserId,
+    Actor, Budget, ContractCommand, ContractId, DisputeId, EscrowCommand, GigCommand, GigId,
+    GigStatus, MilestoneId, MilestoneTerms, Money, ProposalId, Role,
 };
 use gigledger_projections::read::contracts::{self, DisputeStatus};
 use gigledger_projections::read::proposals::{self, ProposalViewStatus};
 use gigledger_projections::read::{self, gig_board, notifications, ReadError};
 use gigledger_projections::rebuild::rebuild;
 use gigledger_projections::runtime::{catch_up, Target};
+use gigledger_tests::world::{person, usd, CommandWorld};
 use sqlx::PgPool;
 
-/// The command services over a test database, with a clock that moves only when told.
-struct World {
-    pool: PgPool,
-    services: Services,
-    clock: Arc<ManualClock>,
-    ctx: RequestContext,
-}
+/// The shared command fixture, with this file's steps on top.
+struct World(CommandWorld);
 
-fn usd(amount: i64) -> Money {
-    Money::new(amount, Currency::USD)
-}
-
-fn person(role: Role) -> Actor {
-    Actor::new(UserId::new(), vec![role])
+impl std::ops::Deref for World {
+    type Target = CommandWorld;
+    fn deref(&self) -> &CommandWorld {
+        &self.0
+    }
 }
 
 impl World {
@@ -42,38 +33,7 @@ impl World {
             .with_ymd_and_hms(2026, 11, 21, 8, 0, 0)
             .single()
             .expect("a time");
-        let clock = Arc::new(ManualClock::new(start));
-        let services = Services::new(
-            pool.clone(),
-            ServicesConfig::default(),
-            Arc::new(SimulatedGateway::new()),
-            clock.clone(),
-        );
-        Self {
-            pool,
-            services,
-            clock,
-            ctx: RequestContext::new(),
-        }
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        self.clock.advance(Duration::minutes(1));
-        self.services.now()
-    }
-
-    async fn gig(&self, gig: GigId, command: GigCommand) -> Outcome {
-        match self.services.gig(gig, command, &self.ctx).await {
-            Ok(outcome) => outcome,
-            Err(e) => panic!("the gig command failed: {e}"),
-        }
-    }
-
-    async fn contract(&self, contract: ContractId, command: ContractCommand) -> Outcome {
-        match self.services.contract(contract, command, &self.ctx).await {
-            Ok(outcome) => outcome,
-            Err(e) => panic!("the contract command failed: {e}"),
-        }
+        Self(CommandWorld::starting_at(pool, start))
     }
 
     async fn close(&self, gig: GigId, client: &Actor) -> Outcome {
@@ -166,10 +126,7 @@ impl World {
             actor: client.clone(),
             at: self.now(),
         };
-        match self.services.escrow(contract, command, &self.ctx).await {
-            Ok(outcome) => outcome,
-            Err(e) => panic!("the deposit failed: {e}"),
-        }
+        self.escrow(contract, command).await
     }
 
     async fn dispute(&self, contract: ContractId, by: &Actor, milestone: MilestoneId) -> DisputeId {
