@@ -956,6 +956,32 @@ impl FromRow<'_, PgRow> for QueuedDispute {
 
 const QUEUE_CURSOR: &str = "dq";
 
+/// The dispute queue's statement, with `$status` (a literal condition, or nothing) before the
+/// keyset condition.
+macro_rules! dispute_queue_sql {
+    ($status:literal) => {
+        concat!(
+            "select d.dispute_id, d.contract_id, d.milestone_id, m.title as milestone_title,
+                    d.opened_by, d.opened_at, d.reason, d.status, d.resolved_at,
+                    d.opened_position,
+                    case when b.frozen then b.held
+                         when b.settled then b.released_gross + b.refunded
+                    end as amount_frozen,
+                    b.currency as frozen_currency
+               from read.contract_disputes d
+               left join read.contract_milestones m
+                      on m.contract_id = d.contract_id and m.milestone_id = d.milestone_id
+               left join read.contract_escrow_balances b
+                      on b.contract_id = d.contract_id and b.milestone_id = d.milestone_id
+              where ",
+            $status,
+            " d.opened_position > $1
+              order by d.opened_position
+              limit $2"
+        )
+    };
+}
+
 /// `GET /v1/disputes?status=`: the admin's dispute queue, in the order disputes were opened (the
 /// DisputeOpened event's position), every dispute or only those in `status`, each with the amount
 /// its escrow froze. Each form is one static statement reading its index
@@ -977,72 +1003,16 @@ pub async fn dispute_queue<'e>(
     };
     // One static statement per status, naming it as a literal so that each is planned on its
     // partial index (`contract_disputes_open`, `contract_disputes_resolved`), generic plans too.
-    let rows: Vec<QueuedDispute> =
-        match status {
-            Some(DisputeStatus::Open) => sqlx::query_as(
-                "select d.dispute_id, d.contract_id, d.milestone_id, m.title as milestone_title,
-                        d.opened_by, d.opened_at, d.reason, d.status, d.resolved_at,
-                        d.opened_position,
-                        case when b.frozen then b.held
-                             when b.settled then b.released_gross + b.refunded
-                        end as amount_frozen,
-                        b.currency as frozen_currency
-                   from read.contract_disputes d
-                   left join read.contract_milestones m
-                          on m.contract_id = d.contract_id and m.milestone_id = d.milestone_id
-                   left join read.contract_escrow_balances b
-                          on b.contract_id = d.contract_id and b.milestone_id = d.milestone_id
-                  where d.status = 'open' and d.opened_position > $1
-                  order by d.opened_position
-                  limit $2",
-            )
-            .bind(after)
-            .bind(limit + 1)
-            .fetch_all(db)
-            .await?,
-            Some(DisputeStatus::Resolved) => sqlx::query_as(
-                "select d.dispute_id, d.contract_id, d.milestone_id, m.title as milestone_title,
-                        d.opened_by, d.opened_at, d.reason, d.status, d.resolved_at,
-                        d.opened_position,
-                        case when b.frozen then b.held
-                             when b.settled then b.released_gross + b.refunded
-                        end as amount_frozen,
-                        b.currency as frozen_currency
-                   from read.contract_disputes d
-                   left join read.contract_milestones m
-                          on m.contract_id = d.contract_id and m.milestone_id = d.milestone_id
-                   left join read.contract_escrow_balances b
-                          on b.contract_id = d.contract_id and b.milestone_id = d.milestone_id
-                  where d.status = 'resolved' and d.opened_position > $1
-                  order by d.opened_position
-                  limit $2",
-            )
-            .bind(after)
-            .bind(limit + 1)
-            .fetch_all(db)
-            .await?,
-            None => sqlx::query_as(
-                "select d.dispute_id, d.contract_id, d.milestone_id, m.title as milestone_title,
-                        d.opened_by, d.opened_at, d.reason, d.status, d.resolved_at,
-                        d.opened_position,
-                        case when b.frozen then b.held
-                             when b.settled then b.released_gross + b.refunded
-                        end as amount_frozen,
-                        b.currency as frozen_currency
-                   from read.contract_disputes d
-                   left join read.contract_milestones m
-                          on m.contract_id = d.contract_id and m.milestone_id = d.milestone_id
-                   left join read.contract_escrow_balances b
-                          on b.contract_id = d.contract_id and b.milestone_id = d.milestone_id
-                  where d.opened_position > $1
-                  order by d.opened_position
-                  limit $2",
-            )
-            .bind(after)
-            .bind(limit + 1)
-            .fetch_all(db)
-            .await?,
-        };
+    let sql = match status {
+        Some(DisputeStatus::Open) => dispute_queue_sql!("d.status = 'open' and"),
+        Some(DisputeStatus::Resolved) => dispute_queue_sql!("d.status = 'resolved' and"),
+        None => dispute_queue_sql!(""),
+    };
+    let rows: Vec<QueuedDispute> = sqlx::query_as(sql)
+        .bind(after)
+        .bind(limit + 1)
+        .fetch_all(db)
+        .await?;
     Ok(into_page(rows, limit, |d| {
         encode_cursor(QUEUE_CURSOR, &[&d.opened_position])
     }))
