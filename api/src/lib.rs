@@ -4,7 +4,12 @@
 //! - [`cli`]: the `gigledger` command (`serve`, `migrate`).
 //! - [`settings`]: all configuration, from flags and the environment, loaded once in `main`.
 //! - [`db`]: connecting, creating the database and migrating it.
-//! - [`startup`]: building the router ([`startup::app`]) and serving it.
+//! - [`state`]: what every handler reaches ([`state::AppState`]).
+//! - [`app`]: the router with its layers ([`app::app`]).
+//! - [`command`]: how every command request runs (auth, rate limit, idempotency, answer).
+//! - [`query`]: what every query shares (read-your-writes, `X-Position`, paging).
+//! - [`middleware`]: request ids, spans, metrics, the time limit, CORS.
+//! - [`startup`]: preparing the database and serving.
 //! - [`routes`]: one module per resource.
 //! - [`telemetry`]: tracing and the metrics recorder, set up once.
 //! - [`workers`]: the background workers (projections, process managers, timers) of a process.
@@ -14,14 +19,19 @@
 //!
 //! This is the only crate that knows HTTP.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod command;
 pub mod db;
 pub mod demo;
 pub mod error;
 pub mod idempotency;
+pub mod middleware;
+pub mod query;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod workers;

@@ -106,6 +106,61 @@ pub struct ServeSettings {
 
     #[command(flatten)]
     pub auth: AuthSettings,
+
+    #[command(flatten)]
+    pub http: HttpSettings,
+}
+
+/// The HTTP edge's limits (API.md, "Limits" and "Read your writes").
+#[derive(Clone, Debug, Args)]
+pub struct HttpSettings {
+    /// Milliseconds a request may take before it is answered `503`. A command already running
+    /// when the limit passes runs to its end (nothing is left half-written); a retry with the
+    /// same `Idempotency-Key` then gets its answer.
+    #[arg(
+        long = "request-timeout-ms",
+        env = "GIGLEDGER_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub request_timeout_ms: u64,
+
+    /// Most milliseconds a query waits for `X-Min-Position` before answering `503`.
+    #[arg(
+        long = "min-position-wait-ms",
+        env = "GIGLEDGER_MIN_POSITION_WAIT_MS",
+        default_value_t = 5_000
+    )]
+    pub min_position_wait_ms: u64,
+
+    /// Commands each caller may send per minute (a burst of up to this many, refilled evenly);
+    /// past it `429` with `Retry-After`. 0 turns the limit off.
+    #[arg(
+        long = "commands-per-minute",
+        env = "GIGLEDGER_COMMANDS_PER_MINUTE",
+        default_value_t = 600
+    )]
+    pub commands_per_minute: u32,
+
+    /// Origins allowed to call the API from a browser (CORS), comma-separated, e.g.
+    /// `https://app.example.com`. None by default: browsers on other origins are refused.
+    #[arg(
+        long = "cors-origins",
+        env = "GIGLEDGER_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    /// The flags' defaults, for tests that build settings directly.
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: 10_000,
+            min_position_wait_ms: 5_000,
+            commands_per_minute: 600,
+            cors_origins: Vec::new(),
+        }
+    }
 }
 
 /// Everything `projections run` needs.

@@ -2,50 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use gigledger_commands::clock::{Clock, SystemClock};
-use gigledger_commands::provider::PgSimulatedGateway;
-use gigledger_commands::services::{Services, ServicesConfig};
-use metrics_exporter_prometheus::PrometheusHandle;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::routes;
+use crate::app::app;
+use crate::auth::Authenticator;
 use crate::settings::ServeSettings;
+use crate::state::AppState;
 use crate::workers::Workers;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub services: Arc<Services>,
-    pub metrics: PrometheusHandle,
-}
-
-impl AppState {
-    /// The production wiring: the simulated payment provider (the only one so far), kept in the
-    /// database's `provider` schema so that every process shares it, and real time.
-    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Self {
-        let services = Arc::new(Services::new(
-            pool.clone(),
-            ServicesConfig::default(),
-            Arc::new(PgSimulatedGateway::new(pool.clone())),
-            clock,
-        ));
-        Self {
-            pool,
-            services,
-            metrics: crate::telemetry::metrics(),
-        }
-    }
-}
-
-/// The whole HTTP application; tests drive it with `oneshot` or serve it on port 0.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .merge(routes::health::router())
-        .with_state(state)
-}
 
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +23,8 @@ pub enum ServeError {
     },
     #[error("cannot start the workers: {0}")]
     Workers(#[from] sqlx::Error),
+    #[error("{0}")]
+    Auth(crate::auth::AuthConfigError),
     #[error("cannot seed demo data: {0}")]
     Demo(String),
     #[error("server error: {0}")]
@@ -69,7 +35,8 @@ pub enum ServeError {
 pub async fn serve(settings: ServeSettings) -> Result<(), ServeError> {
     let pool = crate::db::prepare(&settings.database).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let state = AppState::new(pool.clone(), clock.clone());
+    let auth = Authenticator::from_settings(&settings.auth).map_err(ServeError::Auth)?;
+    let state = AppState::new(pool.clone(), clock.clone(), auth, &settings.http);
     if settings.demo {
         crate::demo::seed_if_empty(&pool, &state.services)
             .await
@@ -101,8 +68,15 @@ pub async fn serve(settings: ServeSettings) -> Result<(), ServeError> {
 pub async fn run_workers(settings: crate::settings::RunSettings) -> Result<(), ServeError> {
     let pool = crate::db::prepare(&settings.database).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let state = AppState::new(pool.clone(), clock.clone());
-    let workers = Workers::start(&pool, &state.services, clock, &settings.workers).await?;
+    let services = Arc::new(gigledger_commands::services::Services::new(
+        pool.clone(),
+        gigledger_commands::services::ServicesConfig::default(),
+        Arc::new(gigledger_commands::provider::PgSimulatedGateway::new(
+            pool.clone(),
+        )),
+        clock.clone(),
+    ));
+    let workers = Workers::start(&pool, &services, clock, &settings.workers).await?;
     tracing::info!("gigledger workers running");
     shutdown_signal().await;
     workers.stop().await;

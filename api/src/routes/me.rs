@@ -1,0 +1,202 @@
+//! The caller's own views: who they are, their gigs, proposals, contracts and notifications.
+//!
+//! Who (API.md): anyone signed in for `/v1/me` and notifications; `/v1/me/gigs` needs the role
+//! `client`, `/v1/me/proposals` `freelancer`, `/v1/me/contracts` either. Every list is of the
+//! caller's own rows only: the caller's id comes from the token, never from the request.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use gigledger_domain::{Actor, GigStatus, Role};
+use gigledger_projections::read::{contracts, gig_board, notifications, proposals};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::query::{self, from_read, Listed, MinPosition, Paging};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/me", get(me))
+        .route("/v1/me/gigs", get(my_gigs))
+        .route("/v1/me/proposals", get(my_proposals))
+        .route("/v1/me/contracts", get(my_contracts))
+        .route("/v1/me/notifications", get(my_notifications))
+        .route("/v1/me/notifications/read", post(mark_read))
+}
+
+fn require_any(actor: &Actor, roles: &[Role]) -> Result<(), ApiError> {
+    if roles.iter().any(|r| actor.has_role(*r)) {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    Err(ApiError::Forbidden {
+        detail: format!("this needs the role {}", names.join(" or ")),
+    })
+}
+
+/// `GET /v1/me`.
+#[derive(Serialize)]
+struct Me {
+    sub: String,
+    roles: Vec<Role>,
+}
+
+async fn me(Caller(caller): Caller) -> axum::Json<Me> {
+    axum::Json(Me {
+        sub: caller.user_id.to_string(),
+        roles: caller.roles,
+    })
+}
+
+/// `GET /v1/me/gigs` query.
+#[derive(Debug, Default, Deserialize)]
+pub struct MyGigsQuery {
+    pub status: Option<GigStatus>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+async fn my_gigs(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    min: MinPosition,
+    ApiQuery(params): ApiQuery<MyGigsQuery>,
+) -> Result<Response, ApiError> {
+    require_any(&caller, &[Role::Client])?;
+    let limit = Paging {
+        limit: params.limit,
+        cursor: None,
+    }
+    .limit()?;
+    let position = min.wait(&state, &[gig_board::NAME]).await?;
+    let page = gig_board::gigs_of_client(
+        &state.pool,
+        caller.user_id,
+        params.status,
+        params.cursor.as_deref(),
+        limit,
+    )
+    .await
+    .map_err(from_read)?;
+    Ok(query::answer(position, &Listed::from(page)))
+}
+
+async fn my_proposals(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    min: MinPosition,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> Result<Response, ApiError> {
+    require_any(&caller, &[Role::Freelancer])?;
+    let limit = paging.limit()?;
+    let position = min.wait(&state, &[proposals::NAME]).await?;
+    let page = proposals::proposals_of_freelancer(
+        &state.pool,
+        caller.user_id,
+        paging.cursor.as_deref(),
+        limit,
+    )
+    .await
+    .map_err(from_read)?;
+    Ok(query::answer(position, &Listed::from(page)))
+}
+
+async fn my_contracts(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    min: MinPosition,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> Result<Response, ApiError> {
+    require_any(&caller, &[Role::Client, Role::Freelancer])?;
+    let limit = paging.limit()?;
+    let position = min.wait(&state, &[contracts::NAME]).await?;
+    let page =
+        contracts::contracts_of_user(&state.pool, caller.user_id, paging.cursor.as_deref(), limit)
+            .await
+            .map_err(from_read)?;
+    Ok(query::answer(position, &Listed::from(page)))
+}
+
+/// `GET /v1/me/notifications` query.
+#[derive(Debug, Default, Deserialize)]
+pub struct NotificationsQuery {
+    #[serde(default)]
+    pub unread: bool,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Notifications, newest first, with the unread count.
+#[derive(Serialize)]
+struct NotificationList {
+    items: Vec<notifications::Notification>,
+    next_cursor: Option<String>,
+    unread_count: i64,
+}
+
+async fn my_notifications(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    min: MinPosition,
+    ApiQuery(params): ApiQuery<NotificationsQuery>,
+) -> Result<Response, ApiError> {
+    let limit = Paging {
+        limit: params.limit,
+        cursor: None,
+    }
+    .limit()?;
+    let position = min.wait(&state, &[notifications::NAME]).await?;
+    let page = notifications::notifications_newest_first(
+        &state.pool,
+        caller.user_id,
+        params.unread,
+        params.cursor.as_deref(),
+        limit,
+    )
+    .await
+    .map_err(from_read)?;
+    let unread_count = notifications::unread_count(&state.pool, caller.user_id)
+        .await
+        .map_err(from_read)?;
+    Ok(query::answer(
+        position,
+        &NotificationList {
+            items: page.items,
+            next_cursor: page.next_cursor,
+            unread_count,
+        },
+    ))
+}
+
+/// `POST /v1/me/notifications/read`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkRead {
+    /// The id of the newest notification the caller has seen.
+    pub up_to: String,
+}
+
+#[derive(Serialize)]
+struct Marked {
+    marked_read: u64,
+}
+
+/// Moves the caller's read mark (a view setting, not a ledger event).
+async fn mark_read(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(body): ApiJson<MarkRead>,
+) -> Result<axum::Json<Marked>, ApiError> {
+    let marked_read = notifications::mark_read_up_to(&state.pool, caller.user_id, &body.up_to)
+        .await
+        .map_err(|e| match e {
+            gigledger_projections::read::ReadError::InvalidArgument(message) => {
+                ApiError::validation("up_to", message)
+            }
+            other => from_read(other),
+        })?;
+    Ok(axum::Json(Marked { marked_read }))
+}

@@ -1,0 +1,243 @@
+//! Proposals on a gig: propose, withdraw, reject, accept (hire); the owner's list.
+//!
+//! Who (API.md): proposing needs the role `freelancer` (the domain refuses the gig's owner);
+//! withdrawing is the proposing freelancer's; rejecting and accepting are the owning client's;
+//! the list is the owner's (403 to anyone else: the gig itself is public).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use chrono::NaiveDate;
+use gigledger_domain::{
+    ContractId, GigCommand, GigId, MilestoneId, MilestoneTerms, Money, ProposalId, Role,
+};
+use gigledger_projections::read::{gig_board, proposals};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::command::{self, CommandRequest, Reply};
+use crate::error::{ApiError, ApiPath, ApiQuery};
+use crate::query::{self, from_read, Listed, MinPosition, Paging};
+use crate::routes::gigs::Empty;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/gigs/{gig_id}/proposals", post(propose).get(list))
+        .route(
+            "/v1/gigs/{gig_id}/proposals/{proposal_id}/withdraw",
+            post(withdraw),
+        )
+        .route(
+            "/v1/gigs/{gig_id}/proposals/{proposal_id}/reject",
+            post(reject),
+        )
+        .route(
+            "/v1/gigs/{gig_id}/proposals/{proposal_id}/accept",
+            post(accept),
+        )
+}
+
+/// `POST /v1/gigs/{gig_id}/proposals`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Propose {
+    pub cover_letter: String,
+    pub milestones: Vec<ProposedMilestone>,
+}
+
+/// One milestone of a proposal; its id is chosen by the server and answered.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposedMilestone {
+    pub title: String,
+    pub amount: Money,
+    #[serde(default)]
+    pub due_date: Option<NaiveDate>,
+}
+
+async fn propose(
+    State(state): State<AppState>,
+    ApiPath(gig_id): ApiPath<Uuid>,
+    request: CommandRequest<Propose>,
+) -> Response {
+    if let Err(e) = request.require_any(&[Role::Freelancer]) {
+        return e.into_response();
+    }
+    command::run(&state, "submit_proposal", request, move |inv| async move {
+        let proposal_id = ProposalId(inv.ids.id("proposal"));
+        let milestones: Vec<MilestoneTerms> = inv
+            .body
+            .milestones
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| MilestoneTerms {
+                milestone_id: MilestoneId(inv.ids.id(&format!("milestone:{i}"))),
+                title: m.title,
+                amount: m.amount,
+                due_date: m.due_date,
+            })
+            .collect();
+        let milestone_ids: Vec<MilestoneId> = milestones.iter().map(|m| m.milestone_id).collect();
+        let outcome = inv
+            .services
+            .gig(
+                GigId(gig_id),
+                GigCommand::SubmitProposal {
+                    proposal_id,
+                    cover_letter: inv.body.cover_letter,
+                    milestones,
+                    actor: inv.actor,
+                    at: inv.services.now(),
+                },
+                &inv.ctx,
+            )
+            .await
+            .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
+        Ok(Reply::created(
+            format!("/v1/gigs/{gig_id}/proposals/{proposal_id}"),
+            &outcome,
+        )
+        .with_id(proposal_id)
+        .with("gig_id", gig_id)
+        .with("milestone_ids", milestone_ids))
+    })
+    .await
+}
+
+async fn withdraw(
+    State(state): State<AppState>,
+    ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
+    request: CommandRequest<Empty>,
+) -> Response {
+    if let Err(e) = request.require_any(&[Role::Freelancer]) {
+        return e.into_response();
+    }
+    command::run(
+        &state,
+        "withdraw_proposal",
+        request,
+        move |inv| async move {
+            let outcome = inv
+                .services
+                .gig(
+                    GigId(gig_id),
+                    GigCommand::WithdrawProposal {
+                        proposal_id: ProposalId(proposal_id),
+                        actor: inv.actor,
+                        at: inv.services.now(),
+                    },
+                    &inv.ctx,
+                )
+                .await
+                .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
+            Ok(Reply::ok(&outcome))
+        },
+    )
+    .await
+}
+
+async fn reject(
+    State(state): State<AppState>,
+    ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
+    request: CommandRequest<Empty>,
+) -> Response {
+    if let Err(e) = request.require_any(&[Role::Client]) {
+        return e.into_response();
+    }
+    command::run(&state, "reject_proposal", request, move |inv| async move {
+        let outcome = inv
+            .services
+            .gig(
+                GigId(gig_id),
+                GigCommand::RejectProposal {
+                    proposal_id: ProposalId(proposal_id),
+                    actor: inv.actor,
+                    at: inv.services.now(),
+                },
+                &inv.ctx,
+            )
+            .await
+            .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
+        Ok(Reply::ok(&outcome))
+    })
+    .await
+}
+
+/// Hires the proposal's freelancer: the contract and its escrow start before the answer, which
+/// names the contract and its milestones (the proposal's milestone ids).
+async fn accept(
+    State(state): State<AppState>,
+    ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
+    request: CommandRequest<Empty>,
+) -> Response {
+    if let Err(e) = request.require_any(&[Role::Client]) {
+        return e.into_response();
+    }
+    command::run(&state, "accept_proposal", request, move |inv| async move {
+        let contract_id = ContractId(inv.ids.id("contract"));
+        let config = inv.services.config().clone();
+        let outcome = inv
+            .services
+            .gig(
+                GigId(gig_id),
+                GigCommand::AcceptProposal {
+                    proposal_id: ProposalId(proposal_id),
+                    contract_id,
+                    fee_bps: config.fee_bps,
+                    review_window_days: config.review_window_days,
+                    max_revisions: config.max_revisions,
+                    actor: inv.actor,
+                    at: inv.services.now(),
+                },
+                &inv.ctx,
+            )
+            .await
+            .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
+        // The contract this acceptance started (before the answer, with its escrow), whose
+        // milestones keep the proposal's milestone ids.
+        let (contract, _) = inv
+            .services
+            .load_contract(contract_id)
+            .await
+            .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
+        let hired = contract.id().unwrap_or(contract_id);
+        let milestone_ids = contract.milestone_ids();
+        Ok(Reply::created(format!("/v1/contracts/{hired}"), &outcome)
+            .with("contract_id", hired)
+            .with("milestone_ids", milestone_ids))
+    })
+    .await
+}
+
+/// The owner's view of a gig's proposals.
+async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    min: MinPosition,
+    ApiPath(gig_id): ApiPath<Uuid>,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> Result<Response, ApiError> {
+    let limit = paging.limit()?;
+    let position = min
+        .wait(&state, &[gig_board::NAME, proposals::NAME])
+        .await?;
+    let gig = gig_board::get_gig(&state.pool, GigId(gig_id))
+        .await
+        .map_err(from_read)?
+        .ok_or_else(|| ApiError::NotFound {
+            detail: "no such gig".to_owned(),
+        })?;
+    if gig.client_id != caller.user_id {
+        return Err(ApiError::Forbidden {
+            detail: "only the gig's owner sees its proposals".to_owned(),
+        });
+    }
+    let page =
+        proposals::proposals_of_gig(&state.pool, GigId(gig_id), paging.cursor.as_deref(), limit)
+            .await
+            .map_err(from_read)?;
+    Ok(query::answer(position, &Listed::from(page)))
+}

@@ -1,0 +1,61 @@
+//! Reviews: each party rates the other once the contract is completed.
+//!
+//! Who (API.md): either party (role `client` or `freelancer`; the domain answers 404 to a
+//! non-party and refuses a second review). Reviews are double-blind: they show in the contract's
+//! view once both are in or the review window has closed.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use gigledger_domain::{ContractCommand, ContractId, Role};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::command::{self, CommandRequest, Reply};
+use crate::error::{ApiError, ApiPath};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/contracts/{contract_id}/reviews", post(review))
+}
+
+/// `POST /v1/contracts/{contract_id}/reviews`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    /// 1 to 5.
+    pub rating: u8,
+    pub text: String,
+}
+
+async fn review(
+    State(state): State<AppState>,
+    ApiPath(contract_id): ApiPath<Uuid>,
+    request: CommandRequest<Review>,
+) -> Response {
+    if let Err(e) = request.require_any(&[Role::Client, Role::Freelancer]) {
+        return e.into_response();
+    }
+    command::run(&state, "leave_review", request, move |inv| async move {
+        let outcome = inv
+            .services
+            .contract(
+                ContractId(contract_id),
+                ContractCommand::LeaveReview {
+                    rating: inv.body.rating,
+                    text: inv.body.text,
+                    actor: inv.actor,
+                    at: inv.services.now(),
+                },
+                &inv.ctx,
+            )
+            .await
+            .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
+        Ok(Reply::created(
+            format!("/v1/contracts/{contract_id}"),
+            &outcome,
+        ))
+    })
+    .await
+}
