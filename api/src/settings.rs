@@ -82,6 +82,19 @@ pub struct WorkerSettings {
     pub lease_timeout_ms: u64,
 }
 
+impl Default for WorkerSettings {
+    /// The flags' defaults, for tests that build settings directly.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            batch_size: 500,
+            poll_interval_ms: 500,
+            stall_after_secs: 60,
+            lease_timeout_ms: 10_000,
+        }
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Clone, Debug, Args)]
 pub struct ServeSettings {

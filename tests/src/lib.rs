@@ -5,6 +5,7 @@ use std::process::{Child, Command};
 use sqlx::{Connection, PgConnection};
 
 pub mod cluster;
+pub mod http;
 pub mod world;
 
 /// The server the tests administer databases on (the same variable `#[sqlx::test]` reads).

@@ -1,0 +1,302 @@
+//! The real router served on a loopback port, over a test database, with the workers running: the
+//! fixture of the HTTP black-box tests. Requests go through a real TCP connection, as a frontend's
+//! would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gigledger_api::auth::{mint, Authenticator};
+use gigledger_api::settings::{AuthSettings, HttpSettings, Secret, WorkerSettings};
+use gigledger_api::state::AppState;
+use gigledger_api::workers::Workers;
+use gigledger_commands::clock::{Clock, SystemClock};
+use gigledger_domain::{Actor, Role, UserId};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+
+/// The HS256 secret the test servers sign and verify with.
+pub const SECRET: &str = "a-test-secret-of-at-least-thirty-two-bytes!";
+
+/// How long a test waits for a condition (a worker catching up) before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A running API.
+pub struct TestApi {
+    pub base: String,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    pub auth: AuthSettings,
+    server: JoinHandle<()>,
+    workers: Option<Workers>,
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `position` a command answered.
+    pub fn position(&self) -> i64 {
+        self.json()["position"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no position in {:?}", self.json()))
+    }
+
+    /// The problem `type` of an error answer, after checking it is a problem document.
+    pub fn problem_type(&self) -> String {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "not a problem: {} {}",
+            self.status,
+            String::from_utf8_lossy(&self.bytes)
+        );
+        let body = self.json();
+        assert_eq!(
+            body["status"].as_u64(),
+            Some(u64::from(self.status.as_u16()))
+        );
+        assert!(body["title"].is_string(), "a problem has a title: {body}");
+        body["type"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The fields an error answer's `errors` name.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.json()["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The auth settings of the test servers.
+pub fn auth_settings() -> AuthSettings {
+    AuthSettings {
+        jwt_secret: Some(SECRET.parse::<Secret>().expect("a secret")),
+        ..AuthSettings::default()
+    }
+}
+
+impl TestApi {
+    /// The API with the default limits and its workers.
+    pub async fn start(pool: PgPool) -> Self {
+        Self::start_with(pool, HttpSettings::default(), true).await
+    }
+
+    /// The API with these limits, with or without workers.
+    pub async fn start_with(pool: PgPool, http: HttpSettings, workers: bool) -> Self {
+        let auth = auth_settings();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let state = AppState::new(
+            pool.clone(),
+            clock.clone(),
+            Authenticator::from_settings(&auth).expect("valid auth settings"),
+            &http,
+        );
+        Self::serve(pool, state, auth, clock, workers).await
+    }
+
+    /// The API over a state the test built (another gateway, say).
+    pub async fn serve(
+        pool: PgPool,
+        state: AppState,
+        auth: AuthSettings,
+        clock: Arc<dyn Clock>,
+        workers: bool,
+    ) -> Self {
+        let workers = if workers {
+            let settings = WorkerSettings {
+                poll_interval_ms: 50,
+                ..WorkerSettings::default()
+            };
+            Some(
+                Workers::start(&pool, &state.services, clock, &settings)
+                    .await
+                    .expect("workers start"),
+            )
+        } else {
+            None
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let base = format!("http://{}", listener.local_addr().expect("an address"));
+        let app = gigledger_api::app::app(state);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base,
+            pool,
+            http: reqwest::Client::new(),
+            auth,
+            server,
+            workers,
+        }
+    }
+
+    /// Stops the server and the workers.
+    pub async fn stop(mut self) {
+        self.server.abort();
+        if let Some(workers) = self.workers.take() {
+            workers.stop().await;
+        }
+    }
+
+    /// A token for `actor`, valid for an hour.
+    pub fn token(&self, actor: &Actor) -> String {
+        let now = u64::try_from(chrono::Utc::now().timestamp()).expect("after 1970");
+        mint(&self.auth, actor.user_id.0, &actor.roles, 3600, now).expect("a token")
+    }
+
+    /// A new user with these roles, and their token.
+    pub fn user(&self, roles: &[Role]) -> User {
+        let actor = Actor::new(UserId::new(), roles.to_vec());
+        User {
+            token: self.token(&actor),
+            actor,
+        }
+    }
+
+    /// Sends a request: `token` as bearer when given, `body` as JSON when given, extra headers.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the server answers");
+        Answer {
+            status: response.status(),
+            headers: response.headers().clone(),
+            bytes: response.bytes().await.expect("a body").to_vec(),
+        }
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("the server answers");
+        Answer {
+            status: response.status(),
+            headers: response.headers().clone(),
+            bytes: response.bytes().await.expect("a body").to_vec(),
+        }
+    }
+
+    pub async fn post(&self, user: &User, path: &str, body: &Value) -> Answer {
+        self.send(Method::POST, path, Some(&user.token), Some(body), &[])
+            .await
+    }
+
+    /// A GET that waits (server side) for the read models to reach `min_position`.
+    pub async fn get_at(&self, user: &User, path: &str, min_position: i64) -> Answer {
+        let position = min_position.to_string();
+        self.send(
+            Method::GET,
+            path,
+            Some(&user.token),
+            None,
+            &[("x-min-position", position.as_str())],
+        )
+        .await
+    }
+
+    pub async fn get(&self, user: &User, path: &str) -> Answer {
+        self.send(Method::GET, path, Some(&user.token), None, &[])
+            .await
+    }
+
+    /// How many events the store holds.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("events counted")
+    }
+}
+
+/// A user of a test and their bearer token.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub actor: Actor,
+    pub token: String,
+}
+
+impl User {
+    pub fn id(&self) -> String {
+        self.actor.user_id.to_string()
+    }
+}
+
+/// A fixed-budget gig body in USD.
+pub fn gig_body(title: &str, amount: i64) -> Value {
+    serde_json::json!({
+        "title": title,
+        "description": format!("{title}: the whole job, described."),
+        "skills": ["rust", "postgresql"],
+        "budget": { "kind": "fixed", "amount": { "amount": amount, "currency": "USD" } },
+    })
+}
+
+/// A proposal body with milestones of these USD amounts.
+pub fn proposal_body(amounts: &[i64]) -> Value {
+    let milestones: Vec<Value> = amounts
+        .iter()
+        .enumerate()
+        .map(|(i, amount)| {
+            serde_json::json!({
+                "title": format!("Milestone {}", i + 1),
+                "amount": { "amount": amount, "currency": "USD" },
+            })
+        })
+        .collect();
+    serde_json::json!({ "cover_letter": "I have done this many times.", "milestones": milestones })
+}
