@@ -300,3 +300,102 @@ pub fn proposal_body(amounts: &[i64]) -> Value {
         .collect();
     serde_json::json!({ "cover_letter": "I have done this many times.", "milestones": milestones })
 }
+
+/// A gig with an accepted proposal, set up over HTTP.
+pub struct Hired {
+    pub client: User,
+    pub freelancer: User,
+    pub gig: String,
+    pub contract: String,
+    pub milestones: Vec<String>,
+    /// The position of the acceptance (covering the contract and its escrow).
+    pub position: i64,
+}
+
+impl Hired {
+    pub fn contract_path(&self) -> String {
+        format!("/v1/contracts/{}", self.contract)
+    }
+
+    pub fn milestone_path(&self, i: usize) -> String {
+        format!(
+            "/v1/contracts/{}/milestones/{}",
+            self.contract, self.milestones[i]
+        )
+    }
+}
+
+impl TestApi {
+    /// Posts a gig, has a freelancer propose milestones of these USD amounts, and accepts.
+    pub async fn hire(&self, amounts: &[i64]) -> Hired {
+        let client = self.user(&[Role::Client]);
+        let freelancer = self.user(&[Role::Freelancer]);
+        let total = amounts.iter().sum();
+        let posted = self
+            .post(&client, "/v1/gigs", &gig_body("A gig", total))
+            .await;
+        assert_eq!(posted.status, StatusCode::CREATED, "{:?}", posted.json());
+        let gig = posted.json()["id"].as_str().expect("gig id").to_owned();
+        let proposed = self
+            .post(
+                &freelancer,
+                &format!("/v1/gigs/{gig}/proposals"),
+                &proposal_body(amounts),
+            )
+            .await;
+        assert_eq!(
+            proposed.status,
+            StatusCode::CREATED,
+            "{:?}",
+            proposed.json()
+        );
+        let proposal = proposed.json()["id"]
+            .as_str()
+            .expect("proposal id")
+            .to_owned();
+        let accepted = self
+            .post(
+                &client,
+                &format!("/v1/gigs/{gig}/proposals/{proposal}/accept"),
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(
+            accepted.status,
+            StatusCode::CREATED,
+            "{:?}",
+            accepted.json()
+        );
+        let body = accepted.json();
+        Hired {
+            client,
+            freelancer,
+            gig,
+            contract: body["contract_id"].as_str().expect("contract").to_owned(),
+            milestones: body["milestone_ids"]
+                .as_array()
+                .expect("milestones")
+                .iter()
+                .map(|m| m.as_str().expect("id").to_owned())
+                .collect(),
+            position: accepted.position(),
+        }
+    }
+
+    /// How many events of this type the store holds.
+    pub async fn events_of_type(&self, event_type: &str) -> i64 {
+        sqlx::query_scalar("select count(*) from events where event_type = $1")
+            .bind(event_type)
+            .fetch_one(&self.pool)
+            .await
+            .expect("events counted")
+    }
+
+    /// How many charges the simulated provider holds.
+    pub async fn charges(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from provider.charges")
+            .fetch_one(&self.pool)
+            .await
+            .expect("charges counted")
+    }
+}
