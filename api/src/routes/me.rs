@@ -44,7 +44,8 @@ struct Me {
     roles: Vec<Role>,
 }
 
-async fn me(Caller(caller): Caller) -> axum::Json<Me> {
+/// Reads no view, so it waits for nothing; `X-Min-Position` is still checked like everywhere.
+async fn me(Caller(caller): Caller, _min: MinPosition) -> axum::Json<Me> {
     axum::Json(Me {
         sub: caller.user_id.to_string(),
         roles: caller.roles,
