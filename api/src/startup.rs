@@ -1,5 +1,6 @@
 //! Building the application and serving it.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use gigledger_commands::clock::{Clock, SystemClock};
@@ -55,13 +56,58 @@ pub async fn serve(settings: ServeSettings) -> Result<(), ServeError> {
     };
     let addr = listener.local_addr()?;
     tracing::info!(http.addr = %addr, "gigledger listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (stopping, stop_seen) = tokio::sync::watch::channel(false);
+    let purge = tokio::spawn(purge_idempotency_keys(
+        state.idempotency.clone(),
+        stop_seen.clone(),
+    ));
+    // In-flight requests get the request time limit (and a little more) to finish once a signal
+    // came; the server stops accepting at once.
+    let drain = state.limits.request_timeout + DRAIN_MARGIN;
+    let server = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        })
+        .into_future();
+    let mut signalled = stop_seen;
+    tokio::select! {
+        served = server => served?,
+        () = async {
+            let _ = signalled.wait_for(|stop| *stop).await;
+            tokio::time::sleep(drain).await;
+        } => tracing::warn!(drain_ms = drain.as_millis(), "in-flight requests did not finish in time; stopping anyway"),
+    }
+    purge.abort();
     if let Some(workers) = workers {
         workers.stop().await;
     }
     Ok(())
+}
+
+/// What in-flight requests get beyond the request time limit after a shutdown signal.
+const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often answered `Idempotency-Key` records past their retention are deleted.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes idempotency records older than their retention (24 h), every [`PURGE_EVERY`], until
+/// shutdown. Records past retention already count as gone; this only keeps the table small.
+async fn purge_idempotency_keys(
+    store: crate::idempotency::IdempotencyStore,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match store.purge().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge idempotency keys"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// Runs only the workers (no HTTP) until Ctrl-C or SIGTERM.
