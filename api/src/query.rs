@@ -64,7 +64,8 @@ impl MinPosition {
     /// the asked position, then says how far they have all got: the `X-Position` of the answer.
     /// `503` with `Retry-After` when the wait runs out.
     pub async fn wait(self, state: &AppState, models: &[&str]) -> Result<i64, ApiError> {
-        if let Some(position) = self.0 {
+        // Position 0 is the start of the log, which every view has reached.
+        if let Some(position) = self.0.filter(|p| *p > 0) {
             let deadline = Instant::now() + state.limits.min_position_wait;
             for model in models {
                 let left = deadline.saturating_duration_since(Instant::now());
