@@ -13,7 +13,8 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 /// The application; tests drive it with `oneshot` or serve it on port 0.
 pub fn app(state: AppState) -> Router {
     let cors = crate::middleware::cors(&state.limits.cors_origins);
-    let router = routes::router()
+    let router = routes::table()
+        .into_router()
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -9,8 +9,6 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use gigledger_domain::{Actor, ContractCommand, ContractId, EscrowCommand, MilestoneId, Role};
 use gigledger_projections::read::contracts::{self as contract_views, ContractView};
 use gigledger_projections::read::ledger;
@@ -22,29 +20,42 @@ use crate::command::{self, CommandRequest, Reply};
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::query::{self, from_read, Listed, MinPosition, Paging};
 use crate::routes::gigs::Empty;
+use crate::routes::Table;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/contracts/{contract_id}", get(one))
-        .route("/v1/contracts/{contract_id}/ledger", get(ledger_of))
-        .route(
+pub fn routes(table: Table) -> Table {
+    table
+        .get("/v1/contracts/{contract_id}", "parties, admin", one)
+        .get(
+            "/v1/contracts/{contract_id}/ledger",
+            "parties, admin, auditor",
+            ledger_of,
+        )
+        .post(
             "/v1/contracts/{contract_id}/milestones/{milestone_id}/fund",
-            post(fund),
+            "the contract's client",
+            fund,
         )
-        .route(
+        .post(
             "/v1/contracts/{contract_id}/milestones/{milestone_id}/submit",
-            post(submit),
+            "the contract's freelancer, milestone funded",
+            submit,
         )
-        .route(
+        .post(
             "/v1/contracts/{contract_id}/milestones/{milestone_id}/request-changes",
-            post(request_changes),
+            "the contract's client",
+            request_changes,
         )
-        .route(
+        .post(
             "/v1/contracts/{contract_id}/milestones/{milestone_id}/approve",
-            post(approve),
+            "the contract's client",
+            approve,
         )
-        .route("/v1/contracts/{contract_id}/cancel", post(cancel))
+        .post(
+            "/v1/contracts/{contract_id}/cancel",
+            "either party, no delivered milestone pending",
+            cancel,
+        )
 }
 
 /// Whether `caller` may read the contract `view`: a party or an admin (and, for the ledger, an
@@ -251,6 +262,3 @@ pub async fn contract_reply(
         .map_err(|e| ApiError::from_service(e, ctx))?;
     Ok(Reply::ok(&outcome))
 }
-
-/// `?limit=&cursor=` (re-exported for the lists of this resource).
-pub type ContractPaging = Paging;

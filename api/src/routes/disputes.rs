@@ -6,8 +6,6 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::Router;
 use gigledger_domain::{ContractCommand, ContractId, DisputeId, MilestoneId, Money, Role};
 use gigledger_projections::read::contracts::{self as contract_views, DisputeStatus};
 use serde::Deserialize;
@@ -17,16 +15,18 @@ use crate::auth::Caller;
 use crate::command::{self, CommandRequest, Reply};
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::query::{self, from_read, Listed, MinPosition};
+use crate::routes::Table;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/contracts/{contract_id}/disputes", post(open))
-        .route(
+pub fn routes(table: Table) -> Table {
+    table
+        .post("/v1/contracts/{contract_id}/disputes", "either party", open)
+        .post(
             "/v1/contracts/{contract_id}/disputes/{dispute_id}/resolve",
-            post(resolve),
+            "admin, not a party",
+            resolve,
         )
-        .route("/v1/disputes", get(queue))
+        .get("/v1/disputes", "admin", queue)
 }
 
 /// `POST /v1/contracts/{contract_id}/disputes`.

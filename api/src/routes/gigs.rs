@@ -6,8 +6,6 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use chrono::NaiveDate;
 use gigledger_domain::{Budget, GigCommand, GigId, GigStatus, Role};
 use gigledger_projections::read::gig_board::{self, GigQuery, GigSort};
@@ -19,14 +17,25 @@ use crate::auth::Caller;
 use crate::command::{self, CommandRequest, Reply};
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::query::{self, from_read, read_failed, Listed, MinPosition};
+use crate::routes::Table;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/gigs", post(post_gig).get(search))
-        .route("/v1/gigs/{gig_id}", get(one).patch(revise))
-        .route("/v1/gigs/{gig_id}/close", post(close))
-        .route("/v1/gigs/{gig_id}/cancel", post(cancel))
+pub fn routes(table: Table) -> Table {
+    table
+        .post("/v1/gigs", "client", post_gig)
+        .get("/v1/gigs", "anyone signed in", search)
+        .get(
+            "/v1/gigs/{gig_id}",
+            "anyone signed in (proposals: the owner)",
+            one,
+        )
+        .patch("/v1/gigs/{gig_id}", "the owning client, gig open", revise)
+        .post("/v1/gigs/{gig_id}/close", "the owning client", close)
+        .post(
+            "/v1/gigs/{gig_id}/cancel",
+            "the owning client, nobody hired",
+            cancel,
+        )
 }
 
 /// `POST /v1/gigs`.

@@ -2,17 +2,17 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
+use crate::routes::{Table, PUBLIC};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn routes(table: Table) -> Table {
+    table
+        .get("/healthz", PUBLIC, healthz)
+        .get("/readyz", PUBLIC, readyz)
+        .get("/metrics", PUBLIC, metrics)
 }
 
 /// Prometheus text: HTTP, commands, events, projection positions and lag.

@@ -6,8 +6,6 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
 use gigledger_domain::{Actor, GigStatus, Role};
 use gigledger_projections::read::{contracts, gig_board, notifications, proposals};
 use serde::{Deserialize, Serialize};
@@ -15,16 +13,17 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::query::{self, from_read, Listed, MinPosition, Paging};
+use crate::routes::Table;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/me", get(me))
-        .route("/v1/me/gigs", get(my_gigs))
-        .route("/v1/me/proposals", get(my_proposals))
-        .route("/v1/me/contracts", get(my_contracts))
-        .route("/v1/me/notifications", get(my_notifications))
-        .route("/v1/me/notifications/read", post(mark_read))
+pub fn routes(table: Table) -> Table {
+    table
+        .get("/v1/me", "anyone signed in", me)
+        .get("/v1/me/gigs", "client", my_gigs)
+        .get("/v1/me/proposals", "freelancer", my_proposals)
+        .get("/v1/me/contracts", "client or freelancer", my_contracts)
+        .get("/v1/me/notifications", "anyone signed in", my_notifications)
+        .post("/v1/me/notifications/read", "anyone signed in", mark_read)
 }
 
 fn require_any(actor: &Actor, roles: &[Role]) -> Result<(), ApiError> {

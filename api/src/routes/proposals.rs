@@ -6,8 +6,6 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use chrono::NaiveDate;
 use gigledger_domain::{
     ContractId, GigCommand, GigId, MilestoneId, MilestoneTerms, Money, ProposalId, Role,
@@ -21,22 +19,31 @@ use crate::command::{self, CommandRequest, Reply};
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::query::{self, from_read, Listed, MinPosition, Paging};
 use crate::routes::gigs::Empty;
+use crate::routes::Table;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/gigs/{gig_id}/proposals", post(propose).get(list))
-        .route(
+pub fn routes(table: Table) -> Table {
+    table
+        .post(
+            "/v1/gigs/{gig_id}/proposals",
+            "freelancer, not the owner, gig open",
+            propose,
+        )
+        .get("/v1/gigs/{gig_id}/proposals", "the owning client", list)
+        .post(
             "/v1/gigs/{gig_id}/proposals/{proposal_id}/withdraw",
-            post(withdraw),
+            "the proposing freelancer",
+            withdraw,
         )
-        .route(
+        .post(
             "/v1/gigs/{gig_id}/proposals/{proposal_id}/reject",
-            post(reject),
+            "the owning client",
+            reject,
         )
-        .route(
+        .post(
             "/v1/gigs/{gig_id}/proposals/{proposal_id}/accept",
-            post(accept),
+            "the owning client",
+            accept,
         )
 }
 

@@ -6,18 +6,21 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use gigledger_domain::{ContractCommand, ContractId, Role};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::command::{self, CommandRequest, Reply};
 use crate::error::{ApiError, ApiPath};
+use crate::routes::Table;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/contracts/{contract_id}/reviews", post(review))
+pub fn routes(table: Table) -> Table {
+    table.post(
+        "/v1/contracts/{contract_id}/reviews",
+        "either party, contract completed",
+        review,
+    )
 }
 
 /// `POST /v1/contracts/{contract_id}/reviews`.

@@ -5,8 +5,6 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use gigledger_domain::UserId;
 use gigledger_projections::read::user_stats;
 use uuid::Uuid;
@@ -14,10 +12,11 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiPath};
 use crate::query::{self, from_read, MinPosition};
+use crate::routes::Table;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/users/{user_id}/profile", get(profile))
+pub fn routes(table: Table) -> Table {
+    table.get("/v1/users/{user_id}/profile", "anyone signed in", profile)
 }
 
 async fn profile(
