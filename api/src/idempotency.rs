@@ -28,7 +28,9 @@
 //! derive its id with [`Reservation::derived_id`], so that a re-run meets the first run's resource
 //! instead of creating a second one.
 //!
-//! All times come from the injected [`Clock`], so tests move a `ManualClock` instead of sleeping.
+//! Times come from the database's clock ([`IdempotencyStore::with_database_clock`], what the
+//! service uses: every process judges leases by one clock), or from an injected [`Clock`] so that
+//! tests move a `ManualClock` instead of sleeping.
 //! Records are kept [`IdempotencyConfig::retention`] (24 h) and then treated as gone;
 //! [`IdempotencyStore::purge`] deletes them (for a worker or a timer to call).
 
@@ -274,7 +276,9 @@ pub enum Begin {
 #[derive(Clone)]
 pub struct IdempotencyStore {
     pool: PgPool,
-    clock: Arc<dyn Clock>,
+    /// `None`: the database's clock, one clock for every process sharing the table (leases and
+    /// retention are then never judged by two clocks that disagree). Tests give a manual clock.
+    clock: Option<Arc<dyn Clock>>,
     config: IdempotencyConfig,
 }
 
@@ -292,12 +296,38 @@ type KeyRow = (
 const BEGIN_ROUNDS: usize = 4;
 
 impl IdempotencyStore {
+    /// Records timed by `clock` (tests that move time by hand).
     pub fn new(pool: PgPool, clock: Arc<dyn Clock>, config: IdempotencyConfig) -> Self {
         Self {
             pool,
-            clock,
+            clock: Some(clock),
             config,
         }
+    }
+
+    /// Records timed by the database's clock: what the service uses, so that processes whose
+    /// clocks disagree still agree on when a lease ran out.
+    pub fn with_database_clock(pool: PgPool, config: IdempotencyConfig) -> Self {
+        Self {
+            pool,
+            clock: None,
+            config,
+        }
+    }
+
+    /// The injected time, or `None` for the database's `now()` (the statements read `$n` as
+    /// `coalesce($n, now())`).
+    fn now(&self) -> Option<DateTime<Utc>> {
+        self.clock.as_ref().map(|clock| clock.now())
+    }
+
+    fn seconds(duration: Duration) -> f64 {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "leases and retentions are far below 2^52 ms"
+        )]
+        let ms = duration.num_milliseconds() as f64;
+        ms / 1000.0
     }
 
     /// Reserves `key` for this request, or says why not. Of any number of concurrent begins with
@@ -309,26 +339,26 @@ impl IdempotencyStore {
         fingerprint: &Fingerprint,
     ) -> Result<Begin, sqlx::Error> {
         for _ in 0..BEGIN_ROUNDS {
-            let now = self.clock.now();
             let id = Uuid::now_v7();
             // One statement, so the primary key orders concurrent begins: a second insert waits
             // for the first to commit, then re-checks the `where` on the row it wrote. The
             // `where`: a record past its retention is gone, whether purged yet or not; a
             // reservation whose lease ran out is taken over, by the same request only. `xmax` is
             // 0 for a fresh insert and set for an update (a takeover, or an expired record
-            // reused).
+            // reused). `$6` is the time (null: the database's).
             let won: Option<(Uuid, bool)> = sqlx::query_as(
-                "insert into public.idempotency_keys as k \
+                "with t as (select coalesce($6::timestamptz, now()) as now) \
+                 insert into public.idempotency_keys as k \
                      (caller, key, fingerprint, reservation, locked_until, created_at) \
-                 values ($1, $2, $3, $4, $5, $6) \
+                 select $1, $2, $3, $4, t.now + make_interval(secs => $5), t.now from t \
                  on conflict (caller, key) do update \
                      set fingerprint = excluded.fingerprint, \
                          reservation = excluded.reservation, \
                          locked_until = excluded.locked_until, \
                          created_at = excluded.created_at, \
                          status = null, headers = null, body = null, completed_at = null \
-                     where k.created_at <= $7 \
-                        or (k.status is null and k.locked_until <= $6 \
+                     where k.created_at <= excluded.created_at - make_interval(secs => $7) \
+                        or (k.status is null and k.locked_until <= excluded.created_at \
                             and k.fingerprint = excluded.fingerprint) \
                  returning reservation, xmax::text <> '0' as replaced",
             )
@@ -336,9 +366,9 @@ impl IdempotencyStore {
             .bind(key.as_str())
             .bind(fingerprint.as_bytes().as_slice())
             .bind(id)
-            .bind(now + self.config.lease)
-            .bind(now)
-            .bind(now - self.config.retention)
+            .bind(Self::seconds(self.config.lease))
+            .bind(self.now())
+            .bind(Self::seconds(self.config.retention))
             .fetch_optional(&self.pool)
             .await?;
             if let Some((reservation, replaced)) = won {
@@ -387,7 +417,8 @@ impl IdempotencyStore {
     ) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "update public.idempotency_keys \
-             set status = $4, headers = $5, body = $6, completed_at = $7 \
+             set status = $4, headers = $5, body = $6, \
+                 completed_at = coalesce($7::timestamptz, now()) \
              where caller = $1 and key = $2 and reservation = $3 and status is null",
         )
         .bind(reservation.caller)
@@ -396,7 +427,7 @@ impl IdempotencyStore {
         .bind(i16::try_from(response.status.as_u16()).unwrap_or(i16::MAX))
         .bind(response.headers_json())
         .bind(response.body.as_ref())
-        .bind(self.clock.now())
+        .bind(self.now())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -419,11 +450,14 @@ impl IdempotencyStore {
 
     /// Deletes the records older than the retention, answered or not; returns how many.
     pub async fn purge(&self) -> Result<u64, sqlx::Error> {
-        let cutoff: DateTime<Utc> = self.clock.now() - self.config.retention;
-        let done = sqlx::query("delete from public.idempotency_keys where created_at <= $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "delete from public.idempotency_keys \
+             where created_at <= coalesce($1::timestamptz, now()) - make_interval(secs => $2)",
+        )
+        .bind(self.now())
+        .bind(Self::seconds(self.config.retention))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }

@@ -95,10 +95,9 @@ impl AppState {
         config: ServicesConfig,
         gateway: Arc<dyn PaymentGateway>,
     ) -> Self {
-        let services = Arc::new(Services::new(pool.clone(), config, gateway, clock.clone()));
-        let idempotency = IdempotencyStore::new(
+        let services = Arc::new(Services::new(pool.clone(), config, gateway, clock));
+        let idempotency = IdempotencyStore::with_database_clock(
             pool.clone(),
-            clock,
             IdempotencyConfig {
                 // A live request is never taken over: the lease outlasts the request time limit
                 // (and a command past it still runs to its end, bounded by the gateway's timeout).
