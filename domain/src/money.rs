@@ -196,6 +196,20 @@ impl std::str::FromStr for Currency {
     }
 }
 
+/// An ISO 4217 code: a string of three capital letters (lower case is accepted and upper-cased).
+impl utoipa::PartialSchema for Currency {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Za-z]{3}$"))
+            .description(Some("ISO 4217 currency code, e.g. USD"))
+            .examples(["USD"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Currency {}
+
 impl Serialize for Currency {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.code)
@@ -210,7 +224,7 @@ impl<'de> Deserialize<'de> for Currency {
 }
 
 /// An amount of money in minor units, e.g. `{ "amount": 1234, "currency": "USD" }` is $12.34.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Money {
     /// Minor units (cents for USD, yen for JPY).
     pub amount: i64,

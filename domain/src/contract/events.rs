@@ -13,7 +13,7 @@ use crate::ids::{ContractId, DisputeId, GigId, MilestoneId, ProposalId, UserId};
 use crate::money::Money;
 
 /// A side of the contract.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Party {
     /// The hiring client.

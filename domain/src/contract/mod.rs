@@ -48,7 +48,7 @@ pub fn review_period_ends_at(completed_at: DateTime<Utc>) -> Option<DateTime<Utc
 }
 
 /// Where a contract is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ContractStatus {
     /// Work is under way.
@@ -60,7 +60,7 @@ pub enum ContractStatus {
 }
 
 /// Where a milestone is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MilestoneStatus {
     /// The client has not funded it yet.

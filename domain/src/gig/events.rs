@@ -12,7 +12,7 @@ use crate::money::{Currency, Money};
 
 /// What the client is prepared to pay. Serialised with a `kind` tag:
 /// `{ "kind": "fixed", "amount": Money }` or `{ "kind": "hourly", "min": Money, "max": Money }`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Budget {
     /// A fixed price for the whole job.
@@ -42,7 +42,7 @@ impl Budget {
 
 /// One milestone of a proposal, and later of the contract and escrow: the ids chosen at
 /// submission are kept all the way through.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MilestoneTerms {
     /// Chosen by the caller when the proposal is submitted.
     pub milestone_id: MilestoneId,

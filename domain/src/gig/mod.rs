@@ -38,7 +38,7 @@ pub const MAX_MILESTONES_PER_PROPOSAL: usize = 20;
 pub const MAX_REVIEW_WINDOW_DAYS: u32 = 365;
 
 /// Where a gig is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GigStatus {
     /// Taking proposals.

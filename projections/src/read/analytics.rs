@@ -549,7 +549,7 @@ fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), ReadError> {
 
 /// One day's volumes in one currency. The money sums are exact integers of minor units of any
 /// size (`numeric` in the table, since a day's volume grows with the number of events).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DailyVolume {
     pub day: NaiveDate,
     pub currency: String,
@@ -595,7 +595,7 @@ pub async fn daily_volumes<'e>(
 }
 
 /// A GMV bucket's width.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Interval {
     #[default]
@@ -616,7 +616,7 @@ impl Interval {
 }
 
 /// Money moved in one currency over one period, in minor units (exact, of any size).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GmvTotals {
     pub currency: String,
     /// Released to freelancers, gross (fees included).
@@ -626,7 +626,7 @@ pub struct GmvTotals {
 }
 
 /// One period of a GMV series.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GmvPeriod {
     /// The period's first day within the range: the first day of the day, ISO week (Monday) or
     /// calendar month, or `from` when the range starts inside the period.
@@ -727,7 +727,7 @@ pub async fn gmv<'e>(
 
 /// An exact share: `numerator / denominator`, and the same in basis points (1/10 000) rounded
 /// half up, `None` when the denominator is zero. Integers only, never a float.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rate {
     pub numerator: i64,
     pub denominator: i64,
@@ -754,7 +754,7 @@ impl Rate {
 /// The hiring funnel of one cohort: the gigs **posted** on the days of the range, and what
 /// became of them since (up to now, whenever it happened). Each rate is a stage over the stage
 /// before it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Funnel {
     /// Gigs posted in the range.
     pub posted: i64,
@@ -808,7 +808,7 @@ pub async fn funnel<'e>(
 }
 
 /// Percentiles of the time from posting a gig to accepting a proposal, in whole seconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct TimeToHire {
     pub hires: i64,
     pub p50_seconds: Option<i64>,
@@ -842,7 +842,7 @@ pub async fn time_to_hire<'e>(
 
 /// How much of the disputed money went back to clients, in one currency:
 /// `refunded / settled` where `settled = released + refunded` over resolved disputes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RefundShare {
     pub currency: String,
     pub refunded: i128,
@@ -860,7 +860,7 @@ impl FromRow<'_, PgRow> for RefundShare {
 }
 
 /// Disputes in a date range.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DisputeStats {
     /// Opened on the days `[from, to]`.
     pub opened: i64,
@@ -907,7 +907,7 @@ pub async fn disputes(
 }
 
 /// Demand and supply of one skill.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct SkillActivity {
     pub skill: String,
     /// Gigs posted with the skill.
@@ -938,7 +938,7 @@ pub async fn skills<'e>(
 }
 
 /// Demand and supply of one skill on one day.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, FromRow, utoipa::ToSchema)]
 pub struct SkillDay {
     pub day: NaiveDate,
     pub skill: String,

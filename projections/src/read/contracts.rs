@@ -567,7 +567,7 @@ fn milestone_status(text: &str) -> Result<MilestoneStatus, sqlx::Error> {
 }
 
 /// A contract with everything a party sees of it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ContractView {
     pub contract_id: ContractId,
     pub gig_id: GigId,
@@ -629,7 +629,7 @@ impl FromRow<'_, PgRow> for ContractView {
 }
 
 /// A milestone's state and its escrow balance.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MilestoneView {
     pub milestone_id: MilestoneId,
     pub title: String,
@@ -649,7 +649,7 @@ pub struct MilestoneView {
 }
 
 /// What the escrow holds and has moved for one milestone, in the contract's currency.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EscrowBalanceView {
     pub deposited: i64,
     pub released_gross: i64,
@@ -697,7 +697,7 @@ impl FromRow<'_, PgRow> for MilestoneView {
 }
 
 /// A dispute over one milestone; `release`/`refund` once resolved.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DisputeView {
     pub dispute_id: DisputeId,
     pub milestone_id: MilestoneId,
@@ -742,7 +742,7 @@ impl FromRow<'_, PgRow> for DisputeView {
 }
 
 /// A revealed review.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReviewView {
     pub reviewer_id: UserId,
     pub reviewee_id: UserId,
@@ -898,7 +898,7 @@ pub async fn contracts_of_user(
 }
 
 /// Which disputes the admin queue lists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DisputeStatus {
     /// Waiting for an admin's resolution.
@@ -908,7 +908,7 @@ pub enum DisputeStatus {
 }
 
 /// One dispute as the admin queue lists it (`GET /v1/disputes`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueuedDispute {
     pub dispute_id: DisputeId,
     pub contract_id: ContractId,

@@ -267,7 +267,7 @@ async fn apply(
 
 /// One gig as the board shows it to anyone signed in. It carries no contract id: a hired gig's
 /// contract is the parties' business ([`hired_contract`]), as the API answers 404 to anyone else.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GigCard {
     pub gig_id: GigId,
     pub client_id: UserId,
@@ -339,7 +339,7 @@ impl FromRow<'_, PgRow> for GigCard {
 }
 
 /// How the board is ordered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GigSort {
     /// Most relevant first when there is a query, else newest first.

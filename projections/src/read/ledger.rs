@@ -158,7 +158,7 @@ async fn apply(
 }
 
 /// One journal line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
     /// The escrow event's global position.
     pub position: i64,
@@ -231,7 +231,7 @@ pub async fn entries_of_contract<'e>(
 }
 
 /// One account's balance in one currency.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AccountBalance {
     pub account: String,
     pub currency: String,
@@ -287,7 +287,7 @@ pub async fn trial_balance<'e>(
 /// What an escrow received and paid out, summed from the ledger, in minor units (exact: the
 /// totals over every contract grow without bound).
 /// `deposited = released_gross + refunded + held` and `released_gross = net + fee`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EscrowTotals {
     /// `None` for totals over every contract (of one currency).
     pub contract_id: Option<ContractId>,

@@ -89,7 +89,7 @@ pub enum ReadError {
 }
 
 /// One page of a keyset-paged listing: `next_cursor` is `None` on the last page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

@@ -548,7 +548,7 @@ async fn on_escrow(
 }
 
 /// One notification.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Notification {
     /// Unique: `{transaction_id}-{position}-{user}`, the notification's place in the log's
     /// order and its recipient; `POST /v1/me/notifications/read { "up_to": id }` takes it.
@@ -559,6 +559,7 @@ pub struct Notification {
     pub position: i64,
     pub user_id: UserId,
     pub kind: String,
+    #[schema(value_type = Object)]
     pub data: Value,
     pub gig_id: Option<Uuid>,
     pub proposal_id: Option<Uuid>,

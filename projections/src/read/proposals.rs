@@ -201,7 +201,7 @@ async fn apply(
 }
 
 /// One proposal with its gig's title and owner.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProposalView {
     pub proposal_id: ProposalId,
     pub gig_id: GigId,
@@ -224,7 +224,7 @@ pub struct ProposalView {
 /// What became of a proposal, as its freelancer and the gig's owner read it: the aggregate's
 /// [`ProposalStatus`] plus what the gig's fate did to a proposal nobody decided (the aggregate
 /// keeps those pending, since nothing can be done with them any more).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProposalViewStatus {
     /// Awaiting the owner's decision; the gig is open.

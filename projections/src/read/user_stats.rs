@@ -209,7 +209,7 @@ async fn on_escrow(
 }
 
 /// An exact average rating.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rating {
     /// The sum of the revealed ratings (`numeric` in the table: it grows by up to 5 per review).
     pub sum: i128,
@@ -237,7 +237,7 @@ impl Rating {
 }
 
 /// A freelancer's earnings in one currency, as a band.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EarningsBand {
     pub currency: String,
     /// `0`, `<1k`, `1k-10k` or `10k+` (major units of the currency).
@@ -259,7 +259,7 @@ pub fn earnings_band(net: i128, currency: Currency) -> &'static str {
 }
 
 /// What anyone signed in may see of a user.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UserProfile {
     pub user_id: UserId,
     /// `None` until a review of the user was revealed.
