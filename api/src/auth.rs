@@ -437,6 +437,11 @@ where
     type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // Verified once per request: a handler that takes the caller ahead of its path (so a
+        // request without a token is a 401 before anything else) and again in its command.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let authenticator = Arc::<Authenticator>::from_ref(state);
         let value = parts
             .headers
@@ -448,7 +453,9 @@ where
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AuthError::NotBearer);
         }
-        authenticator.verify(token.trim()).map(Caller)
+        let caller = authenticator.verify(token.trim()).map(Caller)?;
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
     }
 }
 

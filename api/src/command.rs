@@ -1,16 +1,20 @@
 //! The one way a command request is run, whatever its route.
 //!
-//! A handler takes a [`CommandRequest`] (which has authenticated the caller and read `If-Match`,
-//! `Idempotency-Key`, `X-Request-Id` and the JSON body, refusing each as a problem), checks the
-//! route's role rule, and hands a closure that builds the domain command and calls the command
-//! service to [`run`]. `run` then:
-//! 1. takes one command from the caller's rate allowance (`429` past it);
-//! 2. with an `Idempotency-Key`, reserves it (a replay, `409` in flight, `422` another request);
-//! 3. runs the closure on a task of its own, so that neither the request time limit nor a client
-//!    that hangs up stops a command half-way (a deposit between its charge and its event, say);
-//! 4. stores the answer under the key when anything was recorded, and gives the key up when
-//!    nothing was (a refusal, a validation error), so the key can be used again (API.md);
-//! 5. counts the command by name and outcome (`gigledger_commands_total`).
+//! A handler takes the [`Caller`] first (so a request without a valid token is a 401 before its
+//! path or body is looked at), then its path, then a [`CommandRequest`] (`If-Match`,
+//! `Idempotency-Key`, `X-Request-Id` and the body as sent), checks the route's role rule (403),
+//! and hands a closure that builds the domain command and calls the command service to [`run`].
+//! `run` then, on a task of its own (so that neither the request time limit nor a client that hangs
+//! up stops a command half-way, a deposit between its charge and its event say; `serve` waits for
+//! these tasks at shutdown):
+//! 1. parses the body (415, 400, 422) and fingerprints it as canonical JSON;
+//! 2. with an `Idempotency-Key`, reserves it: a replay, `409` in flight, `422` another request;
+//! 3. takes one command from the caller's rate allowance (`429`; a replay costs none);
+//! 4. runs the closure, extending the key's lease while it runs;
+//! 5. stores the answer under the key unless certainly nothing was written (a refusal or invalid
+//!    input: the key is given up and can be used again, API.md); a command recorded whose
+//!    follow-up failed answers `202` with its outcome;
+//! 6. counts the command by name and outcome (`gigledger_commands_total`).
 
 use std::future::Future;
 
@@ -34,16 +38,20 @@ use crate::state::AppState;
 /// The most bytes of a response stored for a replay (command answers are a few hundred).
 const STORED_RESPONSE_LIMIT: usize = 64 * 1024;
 
-/// A command request, read and checked at the edge.
+/// A command request, read and checked at the edge. The body is kept as sent and parsed by
+/// [`run`], after the route's role rule, so that a caller without the role is told 403 whatever
+/// they sent.
 pub struct CommandRequest<T> {
-    /// The parsed body.
-    pub body: T,
     /// Who sent it, from the bearer token.
     pub actor: Actor,
     /// Correlation id and `If-Match`.
     pub ctx: RequestContext,
     key: Option<IdempotencyKey>,
-    fingerprint: Fingerprint,
+    method: axum::http::Method,
+    path: String,
+    headers: HeaderMap,
+    bytes: Bytes,
+    body: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T> CommandRequest<T> {
@@ -66,10 +74,7 @@ impl<T> CommandRequest<T> {
     }
 }
 
-impl<T> FromRequest<AppState> for CommandRequest<T>
-where
-    T: DeserializeOwned,
-{
+impl<T> FromRequest<AppState> for CommandRequest<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -89,7 +94,7 @@ where
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-        let fingerprint_method = parts.method.clone();
+        let method = parts.method.clone();
         let headers = parts.headers.clone();
         let bytes = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
@@ -100,15 +105,38 @@ where
                     ApiError::bad_request("body", rejection.body_text()).into_response()
                 }
             })?;
-        let body = parse_body(&headers, &bytes).map_err(IntoResponse::into_response)?;
         Ok(Self {
-            body,
             actor,
             ctx,
             key,
-            fingerprint: Fingerprint::of(&fingerprint_method, &path, &bytes),
+            method,
+            path,
+            headers,
+            bytes,
+            body: std::marker::PhantomData,
         })
     }
+}
+
+/// The body parsed, and the request's fingerprint: method, path and the body's canonical JSON
+/// (keys sorted, no spacing; an empty body is `{}`), so that one request sent with other spacing
+/// or key order, or `{}` sent as no body, is the same request.
+fn parse_request<T: DeserializeOwned>(
+    method: &axum::http::Method,
+    path: &str,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<(T, Fingerprint), ApiError> {
+    let body: T = parse_body(headers, bytes)?;
+    let canonical: serde_json::Value = if bytes.is_empty() {
+        serde_json::json!({})
+    } else {
+        // Parsed once more as a plain value: the typed parse above already refused anything
+        // that is not one JSON document, so this cannot fail on what reaches it.
+        parse_json(bytes)?
+    };
+    let canonical = serde_json::to_vec(&canonical).map_err(ApiError::internal)?;
+    Ok((body, Fingerprint::of(method, path, &canonical)))
 }
 
 /// An empty body is `{}` (commands such as accept and fund need none); any other body must be
@@ -189,7 +217,9 @@ pub struct Invocation<T> {
 pub struct Reply {
     status: StatusCode,
     location: Option<String>,
-    version: u64,
+    /// The `ETag`'s version: `None` when the answer's version is not the resource's (fund answers
+    /// the escrow's version; the contract's `ETag` is its GET's).
+    etag: Option<u64>,
     body: serde_json::Value,
 }
 
@@ -222,8 +252,16 @@ impl Reply {
         Self {
             status,
             location,
-            version: outcome.version,
+            etag: Some(outcome.version),
             body,
+        }
+    }
+
+    /// `200` for a command on a contract's escrow: its version is the escrow's, so no `ETag`.
+    pub fn escrow(outcome: &Outcome) -> Self {
+        Self {
+            etag: None,
+            ..Self::ok(outcome)
         }
     }
 
@@ -248,7 +286,9 @@ impl Reply {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(ETAG, etag(self.version));
+        if let Some(version) = self.etag {
+            headers.insert(ETAG, etag(version));
+        }
         if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             headers.insert(LOCATION, location);
         }
@@ -264,13 +304,23 @@ pub async fn run<T, F, Fut>(
     command: F,
 ) -> Response
 where
-    T: Send + 'static,
+    T: DeserializeOwned + Send + 'static,
     F: FnOnce(Invocation<T>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Reply, ApiError>> + Send + 'static,
 {
     let state = state.clone();
-    // On a task of its own: finishes even when the request is dropped (time limit, hang-up).
+    // On a task of its own: finishes even when the request is dropped (time limit, hang-up), and
+    // `serve` waits for it at shutdown.
+    let Some(guard) = state.tasks.begin() else {
+        return ApiError::Unavailable {
+            detail: "the service is shutting down; nothing was written, so it is safe to retry"
+                .to_owned(),
+            outcome: None,
+        }
+        .into_response();
+    };
     let task = tokio::spawn(async move {
+        let _running = guard;
         let response = match run_inner(&state, request, command).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
@@ -291,6 +341,7 @@ where
 
 fn outcome_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
+        202 => "pending",
         200..=299 => "ok",
         401 | 403 | 404 => "refused",
         409 | 412 => "conflict",
@@ -307,30 +358,44 @@ async fn run_inner<T, F, Fut>(
     command: F,
 ) -> Result<Response, ApiError>
 where
+    T: DeserializeOwned,
     F: FnOnce(Invocation<T>) -> Fut,
     Fut: Future<Output = Result<Reply, ApiError>>,
 {
-    state
-        .limits
-        .take_command(request.actor.user_id.0)
-        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let (body, fingerprint) = parse_request::<T>(
+        &request.method,
+        &request.path,
+        &request.headers,
+        &request.bytes,
+    )?;
     let caller = request.actor.user_id.0;
+    let limited = |retry_after| ApiError::TooManyRequests { retry_after };
+    // A replay or an "in flight" costs no allowance: only a request that runs does.
     let reservation = match &request.key {
-        None => None,
+        None => {
+            state.limits.take_command(caller).map_err(limited)?;
+            None
+        }
         Some(key) => match state
             .idempotency
-            .begin(caller, key, &request.fingerprint)
+            .begin(caller, key, &fingerprint)
             .await
             .map_err(storage_unavailable)?
         {
-            Begin::Fresh(reservation) => Some(reservation),
+            Begin::Fresh(reservation) => {
+                if let Err(retry_after) = state.limits.take_command(caller) {
+                    give_up(state, &reservation).await;
+                    return Err(limited(retry_after));
+                }
+                Some(reservation)
+            }
             Begin::Replay(stored) => return Ok(stored.into_replay()),
             Begin::InFlight => return Err(ApiError::IdempotencyKeyInFlight),
             Begin::Mismatch => return Err(ApiError::IdempotencyKeyReused),
         },
     };
     let invocation = Invocation {
-        body: request.body,
+        body,
         actor: request.actor,
         ctx: request.ctx,
         key: request
@@ -342,22 +407,17 @@ where
         },
         services: state.services.clone(),
     };
-    let result = command(invocation).await;
     let Some(reservation) = reservation else {
-        return Ok(result.map_or_else(IntoResponse::into_response, Reply::into_response));
+        return Ok(answer(command(invocation).await).0);
     };
-    let (response, keep) = match result {
-        Ok(reply) => (reply.into_response(), true),
-        Err(error) => {
-            let keep = error.recorded_something();
-            (error.into_response(), keep)
-        }
-    };
+    let result = keeping_lease(state, &reservation, command(invocation)).await;
+    let (response, recorded) = answer(result);
+    // Given up only when certainly nothing was written: a refusal or invalid input, decided
+    // before any append. Kept when something was, when it is unknown (a 500, a lost answer from
+    // storage), and for a re-run after a takeover, whose first run may have written.
+    let keep = recorded || response.status().is_server_error() || reservation.taken_over;
     if !keep {
-        if let Err(e) = state.idempotency.abandon(&reservation).await {
-            // The lease runs out and the key is free again then.
-            tracing::warn!(error = %e, "could not give an idempotency key up");
-        }
+        give_up(state, &reservation).await;
         return Ok(response);
     }
     let (stored, response) = StoredResponse::capture(response, STORED_RESPONSE_LIMIT).await?;
@@ -373,6 +433,66 @@ where
         ),
     }
     Ok(response)
+}
+
+/// The response to a command's result, and whether it recorded something. A command that was
+/// recorded but whose follow-up step failed answers `202 Accepted` with its outcome (the process
+/// managers finish the step; `X-Min-Position` on its position shows when): a replay of that
+/// answer stays true, where a stored 503 would tell the client to retry for a day.
+fn answer(result: Result<Reply, ApiError>) -> (Response, bool) {
+    match result {
+        Ok(reply) => (reply.into_response(), true),
+        Err(ApiError::Unavailable {
+            detail,
+            outcome: Some(outcome),
+        }) => {
+            let body = serde_json::json!({
+                "id": outcome.id,
+                "version": outcome.version,
+                "position": outcome.position,
+                "pending": true,
+                "detail": detail,
+            });
+            let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+            response.headers_mut().insert(ETAG, etag(outcome.version));
+            (response, true)
+        }
+        Err(error) => {
+            let recorded = error.recorded_something();
+            (error.into_response(), recorded)
+        }
+    }
+}
+
+/// Runs `work`, extending the reservation's lease every third of it, so that a command that
+/// waits its turn or retries is never taken over while it runs.
+async fn keeping_lease<R>(
+    state: &AppState,
+    reservation: &Reservation,
+    work: impl Future<Output = R>,
+) -> R {
+    let every = (state.idempotency.lease() / 3)
+        .to_std()
+        .unwrap_or(std::time::Duration::from_secs(10))
+        .max(std::time::Duration::from_millis(100));
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            () = tokio::time::sleep(every) => {
+                if let Err(e) = state.idempotency.extend(reservation).await {
+                    tracing::warn!(error = %e, "could not extend an idempotency lease");
+                }
+            }
+        }
+    }
+}
+
+async fn give_up(state: &AppState, reservation: &Reservation) {
+    if let Err(e) = state.idempotency.abandon(reservation).await {
+        // The lease runs out and the key is free again then.
+        tracing::warn!(error = %e, "could not give an idempotency key up");
+    }
 }
 
 /// A storage failure before the command ran: nothing was written, retrying is safe.

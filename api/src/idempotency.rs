@@ -232,20 +232,24 @@ pub struct Reservation {
     caller: Uuid,
     key: IdempotencyKey,
     id: Uuid,
+    /// What derived ids come from: the record's own random seed, the same for every attempt at
+    /// this record (a takeover keeps it), new when an expired record is reused.
+    seed: Uuid,
     /// The request ran before under this key and its process died (or overran the lease) without
     /// completing: what it wrote is there to be met.
     pub taken_over: bool,
 }
 
 impl Reservation {
-    /// An id for a resource the request creates, the same for every attempt with this caller and
-    /// key, so that a re-run after a crash meets the resource the first run created. `purpose`
+    /// An id for a resource the request creates, the same for every attempt at this record, so
+    /// that a re-run after a crash meets the resource the first run created; a key used again
+    /// after its record expired has a new seed, so it never meets an old request's resources. `purpose`
     /// tells apart several ids of one request (`"gig"`, `"milestone:0"`, …).
     pub fn derived_id(&self, purpose: &str) -> Uuid {
         let mut hash = Sha256::new();
         for part in [
             self.caller.as_bytes().as_slice(),
-            self.key.as_str().as_bytes(),
+            self.seed.as_bytes().as_slice(),
             purpose.as_bytes(),
         ] {
             hash.update((part.len() as u64).to_be_bytes());
@@ -346,7 +350,7 @@ impl IdempotencyStore {
             // reservation whose lease ran out is taken over, by the same request only. `xmax` is
             // 0 for a fresh insert and set for an update (a takeover, or an expired record
             // reused). `$6` is the time (null: the database's).
-            let won: Option<(Uuid, bool)> = sqlx::query_as(
+            let won: Option<(Uuid, bool, Uuid)> = sqlx::query_as(
                 "with t as (select coalesce($6::timestamptz, now()) as now) \
                  insert into public.idempotency_keys as k \
                      (caller, key, fingerprint, reservation, locked_until, created_at) \
@@ -356,11 +360,14 @@ impl IdempotencyStore {
                          reservation = excluded.reservation, \
                          locked_until = excluded.locked_until, \
                          created_at = excluded.created_at, \
+                         seed = case when k.status is null \
+                                          and k.created_at > excluded.created_at - make_interval(secs => $7) \
+                                     then k.seed else gen_random_uuid() end, \
                          status = null, headers = null, body = null, completed_at = null \
                      where k.created_at <= excluded.created_at - make_interval(secs => $7) \
                         or (k.status is null and k.locked_until <= excluded.created_at \
                             and k.fingerprint = excluded.fingerprint) \
-                 returning reservation, xmax::text <> '0' as replaced",
+                 returning reservation, xmax::text <> '0' as replaced, seed",
             )
             .bind(caller)
             .bind(key.as_str())
@@ -371,12 +378,13 @@ impl IdempotencyStore {
             .bind(Self::seconds(self.config.retention))
             .fetch_optional(&self.pool)
             .await?;
-            if let Some((reservation, replaced)) = won {
+            if let Some((reservation, replaced, seed)) = won {
                 debug_assert_eq!(reservation, id);
                 return Ok(Begin::Fresh(Reservation {
                     caller,
                     key: key.clone(),
                     id,
+                    seed,
                     taken_over: replaced,
                 }));
             }
@@ -431,6 +439,30 @@ impl IdempotencyStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Keeps the reservation this attempt's while it runs: moves its lease on (a command that
+    /// waits its turn behind others on one aggregate, or retries, may outlast one lease). `false`
+    /// when it is no longer this attempt's.
+    pub async fn extend(&self, reservation: &Reservation) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "update public.idempotency_keys \
+             set locked_until = coalesce($4::timestamptz, now()) + make_interval(secs => $5) \
+             where caller = $1 and key = $2 and reservation = $3 and status is null",
+        )
+        .bind(reservation.caller)
+        .bind(reservation.key.as_str())
+        .bind(reservation.id)
+        .bind(self.now())
+        .bind(Self::seconds(self.config.lease))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// How long a reservation lasts without being extended.
+    pub fn lease(&self) -> Duration {
+        self.config.lease
     }
 
     /// Gives the key up: the request failed before writing anything, so it may be used again.

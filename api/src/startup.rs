@@ -64,6 +64,8 @@ pub async fn serve(settings: ServeSettings) -> Result<(), ServeError> {
     // In-flight requests get the request time limit (and a little more) to finish once a signal
     // came; the server stops accepting at once.
     let drain = state.limits.request_timeout + DRAIN_MARGIN;
+    let tasks = state.tasks.clone();
+    let command_bound = state.services.config().gateway_timeout * 3 + drain;
     let server = axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -79,6 +81,11 @@ pub async fn serve(settings: ServeSettings) -> Result<(), ServeError> {
         } => tracing::warn!(drain_ms = drain.as_millis(), "in-flight requests did not finish in time; stopping anyway"),
     }
     purge.abort();
+    // Commands that outlived their requests finish before the process ends (bounded by a few
+    // gateway timeouts): one between its charge and its deposit event must not be cut there.
+    if !tasks.close_and_wait(command_bound).await {
+        tracing::error!("commands were still running at shutdown; run gigledger audit reconcile");
+    }
     if let Some(workers) = workers {
         workers.stop().await;
     }

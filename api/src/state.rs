@@ -62,6 +62,55 @@ impl Limits {
     }
 }
 
+/// The command tasks running in this process, so that shutdown waits for them: a command that
+/// outlived its request (time limit, hang-up) may be between a charge and its deposit event.
+#[derive(Default)]
+pub struct CommandTasks {
+    running: std::sync::atomic::AtomicUsize,
+    closing: std::sync::atomic::AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+/// One running command; dropping it counts it done.
+pub struct RunningCommand(Arc<CommandTasks>);
+
+impl Drop for RunningCommand {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl CommandTasks {
+    /// Counts a command in, or `None` once shutdown began (the command is then refused with a
+    /// 503 before anything runs).
+    pub fn begin(self: &Arc<Self>) -> Option<RunningCommand> {
+        use std::sync::atomic::Ordering;
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let guard = RunningCommand(self.clone());
+        (!self.closing.load(Ordering::Acquire)).then_some(guard)
+    }
+
+    /// Refuses new commands and waits, at most `bound`, for the running ones; `false` if some
+    /// were still running.
+    pub async fn close_and_wait(&self, bound: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        self.closing.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let notified = self.idle.notified();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.running.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
 /// The router's state.
 #[derive(Clone)]
 pub struct AppState {
@@ -71,6 +120,7 @@ pub struct AppState {
     pub idempotency: IdempotencyStore,
     pub limits: Arc<Limits>,
     pub metrics: PrometheusHandle,
+    pub tasks: Arc<CommandTasks>,
 }
 
 impl AppState {
@@ -117,6 +167,7 @@ impl AppState {
             idempotency,
             limits: Arc::new(Limits::from_settings(http)),
             metrics: crate::telemetry::metrics(),
+            tasks: Arc::new(CommandTasks::default()),
         }
     }
 }

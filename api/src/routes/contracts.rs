@@ -4,8 +4,9 @@
 //! `freelancer`, cancelling either; the domain then checks the caller is that party of this
 //! contract and answers 404 to a non-party (another client's contract does not exist for them).
 //! Reading the contract is its parties' and admins'; its ledger also auditors'; anyone else 404.
-//! `If-Match` names the contract's version (its `ETag`), except on fund, which writes the
-//! escrow: there it names the escrow's version (`escrow_version` in the contract's view).
+//! `If-Match` names the contract's version (its `ETag`) on every command here, fund included: fund
+//! writes the escrow, so it checks the contract's version in the database before charging. Fund's
+//! answer carries the escrow's version (`escrow_version` in the contract's view) and no `ETag`.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -121,6 +122,7 @@ async fn ledger_of(
 /// marked funded, before the answer.
 async fn fund(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath((contract_id, milestone_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Empty>,
 ) -> Response {
@@ -128,6 +130,25 @@ async fn fund(
         return e.into_response();
     }
     command::run(&state, "fund_milestone", request, move |inv| async move {
+        // `If-Match` names the contract's version (the `ETag` of its GET): checked against the
+        // database before anything is charged; the deposit itself then writes the escrow.
+        let mut ctx = inv.ctx.clone();
+        if let Some(expected) = ctx.expected_version.take() {
+            let (contract, version) = inv
+                .services
+                .load_contract(ContractId(contract_id))
+                .await
+                .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
+            let party = contract.party(inv.actor.user_id).is_some();
+            if party && version != expected {
+                return Err(ApiError::PreconditionFailed {
+                    detail: format!(
+                        "the contract is no longer at version {expected}; reload it and decide \
+                         again"
+                    ),
+                });
+            }
+        }
         let outcome = inv
             .services
             .escrow(
@@ -138,11 +159,11 @@ async fn fund(
                     actor: inv.actor,
                     at: inv.services.now(),
                 },
-                &inv.ctx,
+                &ctx,
             )
             .await
-            .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
-        Ok(Reply::ok(&outcome).with("milestone_id", milestone_id))
+            .map_err(|e| ApiError::from_service(e, &ctx))?;
+        Ok(Reply::escrow(&outcome).with("milestone_id", milestone_id))
     })
     .await
 }
@@ -158,6 +179,7 @@ pub struct Submit {
 
 async fn submit(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath((contract_id, milestone_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Submit>,
 ) -> Response {
@@ -186,6 +208,7 @@ pub struct Reason {
 
 async fn request_changes(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath((contract_id, milestone_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Reason>,
 ) -> Response {
@@ -207,6 +230,7 @@ async fn request_changes(
 /// Approves a milestone: the escrow releases its amount less the platform fee before the answer.
 async fn approve(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath((contract_id, milestone_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Empty>,
 ) -> Response {
@@ -232,6 +256,7 @@ async fn approve(
 /// Cancels the contract: the funds of milestones never submitted are refunded before the answer.
 async fn cancel(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath(contract_id): ApiPath<Uuid>,
     request: CommandRequest<Reason>,
 ) -> Response {

@@ -40,6 +40,7 @@ pub struct OpenDispute {
 /// Opens a dispute: the milestone's funds are frozen before the answer.
 async fn open(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath(contract_id): ApiPath<Uuid>,
     request: CommandRequest<OpenDispute>,
 ) -> Response {
@@ -63,11 +64,11 @@ async fn open(
             )
             .await
             .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
-        Ok(Reply::created(
-            format!("/v1/contracts/{contract_id}/disputes/{dispute_id}"),
-            &outcome,
+        // A dispute is read in its contract's view.
+        Ok(
+            Reply::created(format!("/v1/contracts/{contract_id}"), &outcome)
+                .with("dispute_id", dispute_id),
         )
-        .with("dispute_id", dispute_id))
     })
     .await
 }
@@ -85,6 +86,7 @@ pub struct Resolve {
 /// answer.
 async fn resolve(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath((contract_id, dispute_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Resolve>,
 ) -> Response {

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::response::Response;
 use chrono::NaiveDate;
 use gigledger_domain::{Budget, GigCommand, GigId, GigStatus, Role};
+use gigledger_projections::read::contracts as contract_views;
 use gigledger_projections::read::gig_board::{self, GigQuery, GigSort};
 use gigledger_projections::read::proposals;
 use serde::Deserialize;
@@ -103,6 +104,7 @@ async fn post_gig(State(state): State<AppState>, request: CommandRequest<PostGig
 
 async fn revise(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath(gig_id): ApiPath<Uuid>,
     request: CommandRequest<ReviseGig>,
 ) -> Response {
@@ -135,6 +137,7 @@ async fn revise(
 
 async fn close(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath(gig_id): ApiPath<Uuid>,
     request: CommandRequest<Empty>,
 ) -> Response {
@@ -146,6 +149,7 @@ async fn close(
 
 async fn cancel(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath(gig_id): ApiPath<Uuid>,
     request: CommandRequest<Empty>,
 ) -> Response {
@@ -247,8 +251,12 @@ async fn one(
     min: MinPosition,
     ApiPath(gig_id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
+    // The contracts model too: a hired freelancer learns the contract id from it.
     let position = min
-        .wait(&state, &[gig_board::NAME, proposals::NAME])
+        .wait(
+            &state,
+            &[gig_board::NAME, proposals::NAME, contract_views::NAME],
+        )
         .await?;
     let gig = gig_board::get_gig(&state.pool, GigId(gig_id))
         .await

@@ -67,6 +67,7 @@ pub struct ProposedMilestone {
 
 async fn propose(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath(gig_id): ApiPath<Uuid>,
     request: CommandRequest<Propose>,
 ) -> Response {
@@ -103,19 +104,21 @@ async fn propose(
             )
             .await
             .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
-        Ok(Reply::created(
-            format!("/v1/gigs/{gig_id}/proposals/{proposal_id}"),
-            &outcome,
+        // No route reads one proposal: its place is the gig's proposals (the owner's) and the
+        // freelancer's own list.
+        Ok(
+            Reply::created(format!("/v1/gigs/{gig_id}/proposals"), &outcome)
+                .with_id(proposal_id)
+                .with("gig_id", gig_id)
+                .with("milestone_ids", milestone_ids),
         )
-        .with_id(proposal_id)
-        .with("gig_id", gig_id)
-        .with("milestone_ids", milestone_ids))
     })
     .await
 }
 
 async fn withdraw(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Empty>,
 ) -> Response {
@@ -148,6 +151,7 @@ async fn withdraw(
 
 async fn reject(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Empty>,
 ) -> Response {
@@ -177,6 +181,7 @@ async fn reject(
 /// names the contract and its milestones (the proposal's milestone ids).
 async fn accept(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Empty>,
 ) -> Response {

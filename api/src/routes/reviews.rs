@@ -10,6 +10,7 @@ use gigledger_domain::{ContractCommand, ContractId, Role};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::command::{self, CommandRequest, Reply};
 use crate::error::{ApiError, ApiPath};
 use crate::routes::Table;
@@ -34,6 +35,7 @@ pub struct Review {
 
 async fn review(
     State(state): State<AppState>,
+    _caller: Caller,
     ApiPath(contract_id): ApiPath<Uuid>,
     request: CommandRequest<Review>,
 ) -> Response {

@@ -339,7 +339,9 @@ impl FromRow<'_, PgRow> for GigCard {
 }
 
 /// How the board is ordered.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum GigSort {
     /// Most relevant first when there is a query, else newest first.
