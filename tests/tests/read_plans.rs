@@ -1,6 +1,7 @@
 //! The plans of the read functions the API calls, on read tables filled to a realistic size
-//! (200 000 gigs, 50 000 contracts and proposals for one user, 100 000 notifications for one
-//! user, …; generated rows, then `analyze`), each run with generic and with custom plans.
+//! (200 000 gigs and 30 000 older ones, 50 000 contracts and proposals for one user, 100 000
+//! notifications for one user, …; generated rows, then `analyze`), each run with generic and
+//! with custom plans.
 //!
 //! The harness: every pooled session loads `auto_explain` (analysed plans of every statement,
 //! nested ones included, as JSON NOTICEs), sqlx reports each NOTICE as a tracing event (target
@@ -22,7 +23,9 @@ use chrono::NaiveDate;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use gigledger_domain::{ContractId, GigId, GigStatus, ProposalId, UserId};
-use gigledger_projections::read::gig_board::{self, GigQuery, GigSort, RANK_WALK, WALK_BOUND};
+use gigledger_projections::read::gig_board::{
+    self, GigQuery, GigSort, RANK_WALK, SELECT_BOUND, WALK_BOUND,
+};
 use gigledger_projections::read::{
     analytics, contracts, ledger, notifications, proposals, user_stats, ReadError,
 };
@@ -187,18 +190,32 @@ impl Case {
         self
     }
 
-    /// A board statement that walks at most `WALK_BOUND` gigs, then sorts what passed (see
-    /// `walk_then_select` in gig_board.rs): it may discard and sort that many.
+    /// A board statement that walks at most `WALK_BOUND` gigs, then sorts what passed, or at
+    /// most `SELECT_BOUND` matches of its filter's index (see `walk_then_select` in
+    /// gig_board.rs): it may discard `WALK_BOUND` rows and sort that many or `SELECT_BOUND`.
     fn walking(self) -> Self {
-        let bound = u64::try_from(WALK_BOUND).expect("positive");
-        self.sorting(bound).discarding(bound)
+        let walk = u64::try_from(WALK_BOUND).expect("positive");
+        let select = u64::try_from(SELECT_BOUND).expect("positive");
+        self.sorting(walk.max(select)).discarding(walk)
     }
 
-    /// A relevance query: it walks at most `RANK_WALK` gigs, then sorts what passed (see
-    /// `BY_RELEVANCE` in gig_board.rs).
+    /// A walking statement paged to the very end of its driver's gigs: on the last pages a
+    /// custom plan, which sees the cursor, may take the few gigs left after it (fewer than it
+    /// estimates 3 000 for, about 1.5 `WALK_BOUND`) by a bitmap and sort them instead of walking
+    /// the index. That sort is bounded by the walk's costs, not by the board.
+    fn walking_to_the_end(self) -> Self {
+        let walk = u64::try_from(WALK_BOUND).expect("positive");
+        let walking = self.walking();
+        let sorted = walking.max_sorted.max(2 * walk);
+        walking.sorting(sorted)
+    }
+
+    /// A relevance query: it walks at most `RANK_WALK` gigs, then sorts what passed, or at most
+    /// `SELECT_BOUND` matches of the text index (see `BY_RELEVANCE` in gig_board.rs).
     fn ranking(self) -> Self {
-        let bound = u64::try_from(RANK_WALK).expect("positive");
-        self.sorting(bound).discarding(bound)
+        let walk = u64::try_from(RANK_WALK).expect("positive");
+        let select = u64::try_from(SELECT_BOUND).expect("positive");
+        self.sorting(walk.max(select)).discarding(walk)
     }
 
     fn reading_whole(mut self, tables: &'static [&'static str]) -> Self {
@@ -305,7 +322,9 @@ language sql immutable as $$
 $$;
 
 -- 200 000 gigs, posted in an order unlike their storage order; 1 % in EUR, 2 % in GBP;
--- 40 with the skill cobol, 20 with the word zeppelin, 40 with a budget of 500 000.00.
+-- 40 with the skill cobol, 20 with the word zeppelin, 40 with a budget of 500 000.00;
+-- 200 (open, in USD, one in every 1 000 minutes of posting) with the word telegraph and the
+-- skill fortran.
 insert into read.gig_board (gig_id, client_id, title, description, skills, budget_kind, currency,
                             budget_min, budget_max, posted_at, status, proposals_count,
                             last_position)
@@ -315,9 +334,10 @@ select pg_temp.tid(1, i),
            || ' project ' || i || case when i % 10000 = 0 then ' zeppelin' else '' end,
        'We need help with a '
            || (array['backend', 'frontend', 'database', 'report', 'service', 'cluster'])[1 + i % 6]
-           || ' for our team.',
+           || ' for our team.' || case when i % 1000 = 502 then ' Telegraph.' else '' end,
        case when i % 5000 = 0 then array['cobol', 'sql']
-            else array['skill' || (i % 30), 'skill' || ((i % 30 + 1 + i % 7) % 30)] end,
+            else array['skill' || (i % 30), 'skill' || ((i % 30 + 1 + i % 7) % 30)] end
+           || case when i % 1000 = 502 then array['fortran'] else array[]::text[] end,
        'fixed',
        case when i % 100 = 0 then 'EUR' when i % 50 = 1 then 'GBP' else 'USD' end,
        case when i % 5000 = 3 then 50000000 else 5000 + (i * 7919 % 299) * 1000 end,
@@ -328,6 +348,25 @@ select pg_temp.tid(1, i),
        i % 9,
        i
   from generate_series(1, 200000) as i;
+
+-- 30 000 old gigs (2020, before every gig above; in USD, statuses as above, so a fortran gig is
+-- open), all with the word telegraph: it and the skill fortran are common only in old gigs. A
+-- tenth have the skill fortran and a budget of 90 000.00, a tenth a budget of 10.00 (less than
+-- any newer gig), the rest 1 000.00.
+insert into read.gig_board (gig_id, client_id, title, description, skills, budget_kind, currency,
+                            budget_min, budget_max, posted_at, status, proposals_count,
+                            last_position)
+select pg_temp.tid(1, 1000000 + i), pg_temp.tid(2, 1 + i % 5000), 'Relay project ' || i,
+       'We keep a telegraph network running.',
+       case when i % 10 = 0 then array['fortran', 'telex'] else array['telex'] end,
+       'fixed', 'USD',
+       case i % 10 when 0 then 9000000 when 5 then 1000 else 100000 end,
+       case i % 10 when 0 then 9000000 when 5 then 1000 else 100000 end,
+       timestamptz '2020-01-01 00:00:00+00' + ((i * 7919) % 30000) * interval '1 minute',
+       case i % 20 when 3 then 'closed' when 7 then 'cancelled' when 11 then 'hired'
+                   else 'open' end,
+       0, 200000 + i
+  from generate_series(1, 30000) as i;
 
 insert into read.gig_skills (gig_id, skill, posted_at)
 select gig_id, skill, posted_at from read.gig_board, unnest(skills) as skill;
@@ -473,12 +512,13 @@ fn board(name: &str, query: GigQuery) -> Case {
 
 /// Every page of a board query whose matches are known from the fill: exactly `expected` gigs,
 /// each once, in the query's order (the selective branch of a walk, and its paging, return what the
-/// filter matches).
+/// filter matches; a page cut short after its walk continues where the walk stopped). Pages of 7
+/// unless the query says.
 fn board_all(name: &str, query: GigQuery, expected: usize) -> Case {
     let by_rank = query.q.is_some() && query.sort == GigSort::Relevance;
     case(format!("search_gigs {name}, every page"), move |pool| {
         let mut query = GigQuery {
-            limit: Some(7),
+            limit: query.limit.or(Some(7)),
             ..query.clone()
         };
         async move {
@@ -708,6 +748,103 @@ fn cases() -> Vec<Case> {
             },
         )
         .ranking(),
+        // A word and a skill common only in old gigs: two matches in every 2 000 newest gigs
+        // (fewer than a page), 30 000 (3 000) in old gigs. A page takes at most SELECT_BOUND
+        // matches by the filter's index; past that, only its walk's hits, and the next page
+        // continues after the walk.
+        board(
+            "q=telegraph newest (common only in old gigs)",
+            GigQuery {
+                q: Some("telegraph".into()),
+                sort: GigSort::Newest,
+                ..GigQuery::default()
+            },
+        )
+        .walking(),
+        board_all(
+            "q=telegraph newest (common only in old gigs)",
+            GigQuery {
+                q: Some("telegraph".into()),
+                sort: GigSort::Newest,
+                limit: Some(100),
+                ..GigQuery::default()
+            },
+            30_200,
+        )
+        .walking_to_the_end(),
+        // Relevance ranks the matches among the newest RANK_WALK gigs: one in every 1 000.
+        board(
+            "q=telegraph by relevance (common only in old gigs)",
+            GigQuery {
+                q: Some("telegraph".into()),
+                ..GigQuery::default()
+            },
+        )
+        .ranking(),
+        board_all(
+            "q=telegraph by relevance (common only in old gigs)",
+            GigQuery {
+                q: Some("telegraph".into()),
+                ..GigQuery::default()
+            },
+            usize::try_from(RANK_WALK / 1_000).expect("positive"),
+        )
+        .ranking(),
+        board(
+            "skills=fortran currency=USD (common only in old gigs)",
+            GigQuery {
+                skills: vec!["fortran".into()],
+                currency: usd(),
+                ..GigQuery::default()
+            },
+        )
+        .walking(),
+        board_all(
+            "skills=fortran currency=USD (common only in old gigs)",
+            GigQuery {
+                skills: vec!["fortran".into()],
+                currency: usd(),
+                limit: Some(100),
+                ..GigQuery::default()
+            },
+            3_200,
+        )
+        .walking(),
+        board_all(
+            "skills=fortran status=open (common only in old gigs)",
+            GigQuery {
+                skills: vec!["fortran".into()],
+                status: Some(GigStatus::Open),
+                limit: Some(100),
+                ..GigQuery::default()
+            },
+            3_200,
+        )
+        .walking(),
+        // None among the newest gigs: the first pages are empty, with a next cursor.
+        board_all(
+            "currency=USD min_budget only old gigs reach",
+            GigQuery {
+                currency: usd(),
+                min_budget: Some(5_000_000),
+                max_budget: Some(9_000_000),
+                limit: Some(100),
+                ..GigQuery::default()
+            },
+            3_000,
+        )
+        .walking(),
+        board_all(
+            "currency=USD max_budget only old gigs reach",
+            GigQuery {
+                currency: usd(),
+                max_budget: Some(4_000),
+                limit: Some(100),
+                ..GigQuery::default()
+            },
+            3_000,
+        )
+        .walking(),
         case("gigs_of_client", |pool| async move {
             Ok(gig_board::gigs_of_client(&pool, client(), None, None, None)
                 .await?

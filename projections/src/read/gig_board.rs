@@ -17,8 +17,16 @@
 //! - a filter no index gives in the keyset order (a budget range; skills with a currency or
 //!   status; a text query): a walk of at most [`WALK_BOUND`] newest gigs (of the currency or
 //!   status), and only when that shows the filter is selective, the filter's own index (budget,
-//!   skills GIN, `search` GIN) and a sort of its matches;
-//! - relevance ranks only the newest [`RANK_BOUND`] matches of a text query.
+//!   skills GIN, `search` GIN) and a sort of its matches, if there are at most
+//!   [`SELECT_BOUND`]; a filter with more (common only in old gigs: a word, a skill popular years
+//!   ago) gets a page of only the walk's hits, and the next page continues after the walk;
+//! - relevance ranks the newest [`RANK_BOUND`] matches of a text query, or, for a query common
+//!   only in old gigs (fewer than `RANK_BOUND` matches among the newest [`RANK_WALK`] gigs, more
+//!   than `SELECT_BOUND` in all), the matches among the newest `RANK_WALK` gigs.
+//!
+//! So a page may hold fewer than `limit` items, even none, while `next_cursor` is not null:
+//! the board is at its end only when `next_cursor` is null. Following `next_cursor` still yields
+//! every matching gig exactly once, in order.
 //!
 //! Cursors have sentinel first values, so the keyset is always the index condition. A budget
 //! filter needs a currency.
@@ -31,8 +39,8 @@ use sqlx::{FromRow, PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::{
-    cursor_part, decode, decode_cursor, encode_cursor, into_page, money, page_limit, AnyEvent,
-    Page, ReadError,
+    cursor_part, decode, decode_cursor, encode_cursor, into_page, into_page_resuming, money,
+    page_limit, AnyEvent, Page, ReadError,
 };
 use crate::log::RecordedEvent;
 use crate::runtime::{Handler, HandlerError};
@@ -338,6 +346,25 @@ impl FromRow<'_, PgRow> for GigCard {
     }
 }
 
+/// A row of a board statement: a card of the page (`item`), or the row after which the next page
+/// continues (`resume`: the last gig a `walk_then_select` page walked, when it answers only the
+/// walk's hits), or both.
+struct BoardRow {
+    card: GigCard,
+    item: bool,
+    resume: bool,
+}
+
+impl FromRow<'_, PgRow> for BoardRow {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            card: GigCard::from_row(row)?,
+            item: row.try_get("item")?,
+            resume: row.try_get("resume")?,
+        })
+    }
+}
+
 /// How the board is ordered.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema,
@@ -441,6 +468,17 @@ pub const RANK_WALK: i64 = 5_000;
 /// newest first.
 pub const WALK_BOUND: i64 = 2_000;
 
+/// The most matches a page takes by a filter's own index, when its walk found too few (see
+/// `walk_then_select`, `BY_RELEVANCE`). A filter with more is neither selective among the newest
+/// gigs nor rare overall (a word common only in old gigs, a skill popular years ago): sorting all
+/// its matches would cost every page a number of rows that grows with the board, so such a page
+/// answers only its walk's hits (fewer than a page, perhaps none) and continues after the walk.
+/// Equal to [`WALK_BOUND`], so the index's matches cost a page at most what its walk does: a
+/// page reads at most `WALK_BOUND + SELECT_BOUND + 1` board rows besides its cards, and sorts
+/// at most `WALK_BOUND` rows. (A GIN index still lists every match in its bitmap: index
+/// entries, not rows.)
+pub const SELECT_BOUND: i64 = WALK_BOUND;
+
 /// The most skills a board query may name (a gig has at most 20): each is one index scan.
 pub const MAX_QUERY_SKILLS: usize = 20;
 
@@ -477,10 +515,22 @@ macro_rules! card_columns {
 /// A filter no index gives in the keyset order (a budget range, a text query newest first):
 /// first one bounded walk of the driver's newest [`WALK_BOUND`] gigs after the cursor; if that
 /// found a page, or the driver's gigs ended within it, that is the page. Otherwise fewer than a
-/// page in `WALK_BOUND` gigs pass the filter, which is therefore selective: its matches are
-/// taken by the filter's own index (materialised, so no plan can turn this into a walk) and
-/// sorted. Either way a page discards at most `WALK_BOUND` rows and sorts at most that many or
-/// the selective filter's matches, in generic and custom plans alike.
+/// page in `WALK_BOUND` gigs pass the filter, which is therefore selective among the newest gigs:
+/// at most [`SELECT_BOUND`] + 1 of its matches after the cursor are taken by the filter's own
+/// index (in no order: only their number matters yet). If there are at most `SELECT_BOUND`, the
+/// filter is rare, and they are sorted and the page cut from them. If there are more, the filter
+/// is common in older gigs only, and the page is the walk's hits alone, fewer than a page (maybe
+/// none), with a `resume` row: the walk's last row, after which the next page continues. Either
+/// way every match after the cursor and before the next page's cursor is on the page, so paging
+/// is exact, and a page discards at most `WALK_BOUND` rows and sorts at most that many or
+/// `SELECT_BOUND`, in generic and custom plans alike.
+///
+/// The matches are taken by a materialised statement planned for all of them (so by the
+/// filter's index: no plan can turn this into a walk, as a plan for a few rows might), and read
+/// lazily through `capped`, which stops that statement after `SELECT_BOUND + 1` rows.
+///
+/// Rows are the page's cards (`item`) and the resume row (`resume`; it is an item too when it
+/// passed the filter), newest first; at most `$10`.
 ///
 /// `$walk_from`/`$walk_where`: the walk's rows; `$hit`: whether a walked row `g` passes;
 /// `$select_from`/`$select_where`: the matches by the filter's index; `$rank` computed over
@@ -490,7 +540,8 @@ macro_rules! walk_then_select {
      $page_from:literal, $rank:literal) => {
         concat!(
             "with recent as materialized (
-                 select g.gig_id, g.posted_at, ", $hit, " as hit
+                 select g.gig_id, g.posted_at, ", $hit, " as hit,
+                        row_number() over (order by g.posted_at desc, g.gig_id desc) as walked
                    from ", $walk_from, "
                   where ", $walk_where, " and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid)
                   order by g.posted_at desc, g.gig_id desc
@@ -504,14 +555,26 @@ macro_rules! walk_then_select {
                  select g.gig_id, g.posted_at from ", $select_from, "
                   where (select count(*) from hits) < $10 and (select count(*) from recent) = $12
                     and ", $select_where, "
-                    and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid))
-             select ", card_columns!(), ", ", $rank, " as rank
+                    and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid)),
+             capped as materialized (
+                 select s.gig_id, s.posted_at from selective s limit $14 + 1),
+             chosen as materialized (
+                 select gig_id from hits
+                 union all
+                 (select c.gig_id from capped c
+                   where (select count(*) from capped) <= $14
+                   order by c.posted_at desc, c.gig_id desc
+                   limit $10)),
+             resume as materialized (
+                 select r.gig_id from recent r
+                  where r.walked = $12 and (select count(*) from capped) > $14)
+             select ", card_columns!(), ", ", $rank, " as rank,
+                    g.gig_id in (select gig_id from chosen) as item,
+                    g.gig_id in (select gig_id from resume) as resume
                from ", $page_from, "
-              where g.gig_id in (select gig_id from hits
+              where g.gig_id in (select gig_id from chosen
                                  union all
-                                 (select gig_id from selective
-                                   order by posted_at desc, gig_id desc
-                                   limit $10))
+                                 select gig_id from resume)
               order by g.posted_at desc, g.gig_id desc
               limit $10"
         )
@@ -521,14 +584,19 @@ macro_rules! walk_then_select {
 // Every statement takes the same parameters (unused ones are typed by their binding):
 // $1 text query, $2 skills, $3 currency, $4 min budget, $5 max budget, $6 status,
 // $7 $8 $9 the cursor (rank, posted_at, gig_id; sentinels above every key on the first page),
-// $10 rows to fetch (the page plus one), $11 RANK_BOUND, $12 WALK_BOUND, $13 RANK_WALK.
+// $10 rows to fetch (the page plus one), $11 RANK_BOUND, $12 WALK_BOUND, $13 RANK_WALK,
+// $14 SELECT_BOUND. Every row says whether it is a card of the page (`item`) and whether the next
+// page continues after it (`resume`, only ever in `walk_then_select`).
 
 /// A text query, by relevance: the newest `RANK_BOUND` matches are ranked and the page is cut
 /// from them by the rank keyset. They are found as `walk_then_select` finds a page: a walk of
 /// the newest [`RANK_WALK`] gigs; if fewer than `RANK_BOUND` of them match (the query matches
-/// under `RANK_BOUND / RANK_WALK` = 4 % of the board), the GIN index's matches, of which the
-/// newest `RANK_BOUND` are kept by a top-N sort. So a common word reads `RANK_WALK` rows, a rare
-/// one its few matches; the most a query sorts is a word just under 4 % of the board.
+/// under `RANK_BOUND / RANK_WALK` = 4 % of the board), at most [`SELECT_BOUND`] + 1 of the GIN
+/// index's matches. If there are at most `SELECT_BOUND`, the newest `RANK_BOUND` of them are kept
+/// by a top-N sort. If there are more (a query common only in old gigs), only the walk's hits
+/// are ranked: the matches among the newest `RANK_WALK` gigs. So a common word reads `RANK_WALK`
+/// rows, a rare one its few matches, one common only in old gigs `RANK_WALK + SELECT_BOUND + 1`;
+/// the most a query sorts is `SELECT_BOUND` rows.
 const BY_RELEVANCE: &str = concat!(
     "with recent as materialized (
          select g.gig_id, g.posted_at,
@@ -551,15 +619,18 @@ const BY_RELEVANCE: &str = concat!(
             and ",
     board_filters!("g"),
     "),
+     capped as materialized (
+         select s.gig_id, s.posted_at from selective s limit $14 + 1),
      ranked as (
          select ",
     card_columns!(),
-    ", (ts_rank(g.search, query) * 1000000)::bigint as rank
+    ", (ts_rank(g.search, query) * 1000000)::bigint as rank, true as item, false as resume
            from read.gig_board g, websearch_to_tsquery('english', $1) query
           where g.gig_id in (select gig_id from hits
                              union all
-                             (select gig_id from selective
-                               order by posted_at desc, gig_id desc
+                             (select c.gig_id from capped c
+                               where (select count(*) from capped) <= $14
+                               order by c.posted_at desc, c.gig_id desc
                                limit $11)))
      select * from ranked s
       where (s.rank, s.posted_at, s.gig_id) < ($7::bigint, $8::timestamptz, $9::uuid)
@@ -593,7 +664,7 @@ const TEXT_NEWEST: &str = walk_then_select!(
 const BY_SKILLS: &str = concat!(
     "select ",
     card_columns!(),
-    ", 0::bigint as rank
+    ", 0::bigint as rank, true as item, false as resume
        from read.gig_board g
       where g.gig_id in (
               select k.gig_id
@@ -646,7 +717,7 @@ const SKILLS_IN_STATUS: &str = walk_then_select!(
 const BY_CURRENCY: &str = concat!(
     "select ",
     card_columns!(),
-    ", 0::bigint as rank
+    ", 0::bigint as rank, true as item, false as resume
        from read.gig_board g
       where g.currency = $3
         and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid)
@@ -690,7 +761,7 @@ const BY_MAX_BUDGET: &str = walk_then_select!(
 const BY_STATUS: &str = concat!(
     "select ",
     card_columns!(),
-    ", 0::bigint as rank
+    ", 0::bigint as rank, true as item, false as resume
        from read.gig_board g
       where g.status = $6
         and (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid)
@@ -702,7 +773,7 @@ const BY_STATUS: &str = concat!(
 const NEWEST: &str = concat!(
     "select ",
     card_columns!(),
-    ", 0::bigint as rank
+    ", 0::bigint as rank, true as item, false as resume
        from read.gig_board g
       where (g.posted_at, g.gig_id) < ($8::timestamptz, $9::uuid)
       order by g.posted_at desc, g.gig_id desc
@@ -771,7 +842,7 @@ pub async fn search_gigs<'e>(
         (None, _) if query.status.is_some() => BY_STATUS,
         (None, _) => NEWEST,
     };
-    let rows: Vec<GigCard> = sqlx::query_as(sql)
+    let rows: Vec<BoardRow> = sqlx::query_as(sql)
         .bind(text.unwrap_or_default())
         .bind(&skills)
         .bind(currency)
@@ -785,11 +856,26 @@ pub async fn search_gigs<'e>(
         .bind(RANK_BOUND)
         .bind(WALK_BOUND)
         .bind(RANK_WALK)
+        .bind(SELECT_BOUND)
         .fetch_all(db)
         .await?;
-    Ok(into_page(rows, limit, |card| {
-        BoardCursor::of(card, by_relevance)
-    }))
+    let mut cards = Vec::with_capacity(rows.len());
+    let mut resume = None;
+    for row in rows {
+        if row.resume {
+            // Only statements in newest-first order resume after a walk.
+            resume = Some(BoardCursor::of(&row.card, false));
+        }
+        if row.item {
+            cards.push(row.card);
+        }
+    }
+    Ok(into_page_resuming(
+        cards,
+        limit,
+        |card| BoardCursor::of(card, by_relevance),
+        resume,
+    ))
 }
 
 /// One gig with its proposals count, if it was ever posted.

@@ -88,7 +88,10 @@ pub enum ReadError {
     Database(#[from] sqlx::Error),
 }
 
-/// One page of a keyset-paged listing: `next_cursor` is `None` on the last page.
+/// One page of a keyset-paged listing: `next_cursor` is `None` on the last page, and only there.
+/// A page may hold fewer items than asked for, even none, and still have a `next_cursor` (the
+/// gig board stops a page after a bounded walk): a listing ends when `next_cursor` is `None`,
+/// not at a short page.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -123,6 +126,23 @@ pub(crate) fn into_page<T>(
         items: rows,
         next_cursor,
     }
+}
+
+/// As [`into_page`], for a listing that may stop a page before filling it: `resume` is the cursor
+/// after the last row the listing looked at, where the next page continues when the rows do not
+/// fill this one. (When they do, the cursor after the last row kept comes first, so nothing is
+/// skipped.)
+pub(crate) fn into_page_resuming<T>(
+    rows: Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+    resume: Option<String>,
+) -> Page<T> {
+    let mut page = into_page(rows, limit, cursor_of);
+    if page.next_cursor.is_none() {
+        page.next_cursor = resume;
+    }
+    page
 }
 
 /// Cursors are short dotted texts, `<kind>.<part>.<part>…`: opaque to clients, safe in a query
