@@ -325,13 +325,8 @@ impl IdempotencyStore {
         self.clock.as_ref().map(|clock| clock.now())
     }
 
-    fn seconds(duration: Duration) -> f64 {
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "leases and retentions are far below 2^52 ms"
-        )]
-        let ms = duration.num_milliseconds() as f64;
-        ms / 1000.0
+    fn millis(duration: Duration) -> i64 {
+        duration.num_milliseconds()
     }
 
     /// Reserves `key` for this request, or says why not. Of any number of concurrent begins with
@@ -354,17 +349,17 @@ impl IdempotencyStore {
                 "with t as (select coalesce($6::timestamptz, now()) as now) \
                  insert into public.idempotency_keys as k \
                      (caller, key, fingerprint, reservation, locked_until, created_at) \
-                 select $1, $2, $3, $4, t.now + make_interval(secs => $5), t.now from t \
+                 select $1, $2, $3, $4, t.now + ($5::bigint * interval '1 millisecond'), t.now from t \
                  on conflict (caller, key) do update \
                      set fingerprint = excluded.fingerprint, \
                          reservation = excluded.reservation, \
                          locked_until = excluded.locked_until, \
                          created_at = excluded.created_at, \
                          seed = case when k.status is null \
-                                          and k.created_at > excluded.created_at - make_interval(secs => $7) \
+                                          and k.created_at > excluded.created_at - ($7::bigint * interval '1 millisecond') \
                                      then k.seed else gen_random_uuid() end, \
                          status = null, headers = null, body = null, completed_at = null \
-                     where k.created_at <= excluded.created_at - make_interval(secs => $7) \
+                     where k.created_at <= excluded.created_at - ($7::bigint * interval '1 millisecond') \
                         or (k.status is null and k.locked_until <= excluded.created_at \
                             and k.fingerprint = excluded.fingerprint) \
                  returning reservation, xmax::text <> '0' as replaced, seed",
@@ -373,9 +368,9 @@ impl IdempotencyStore {
             .bind(key.as_str())
             .bind(fingerprint.as_bytes().as_slice())
             .bind(id)
-            .bind(Self::seconds(self.config.lease))
+            .bind(Self::millis(self.config.lease))
             .bind(self.now())
-            .bind(Self::seconds(self.config.retention))
+            .bind(Self::millis(self.config.retention))
             .fetch_optional(&self.pool)
             .await?;
             if let Some((reservation, replaced, seed)) = won {
@@ -447,14 +442,14 @@ impl IdempotencyStore {
     pub async fn extend(&self, reservation: &Reservation) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "update public.idempotency_keys \
-             set locked_until = coalesce($4::timestamptz, now()) + make_interval(secs => $5) \
+             set locked_until = coalesce($4::timestamptz, now()) + ($5::bigint * interval '1 millisecond') \
              where caller = $1 and key = $2 and reservation = $3 and status is null",
         )
         .bind(reservation.caller)
         .bind(reservation.key.as_str())
         .bind(reservation.id)
         .bind(self.now())
-        .bind(Self::seconds(self.config.lease))
+        .bind(Self::millis(self.config.lease))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -484,10 +479,10 @@ impl IdempotencyStore {
     pub async fn purge(&self) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
             "delete from public.idempotency_keys \
-             where created_at <= coalesce($1::timestamptz, now()) - make_interval(secs => $2)",
+             where created_at <= coalesce($1::timestamptz, now()) - ($2::bigint * interval '1 millisecond')",
         )
         .bind(self.now())
-        .bind(Self::seconds(self.config.retention))
+        .bind(Self::millis(self.config.retention))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -73,7 +73,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let elapsed = started.elapsed();
     let status = response.status();
     span.record("http.status", status.as_u16());
-    span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+    span.record(
+        "latency_ms",
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+    );
     span.in_scope(|| tracing::info!("answered"));
     metrics::histogram!(
         "gigledger_http_request_duration_seconds",
