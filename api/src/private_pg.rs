@@ -1,5 +1,7 @@
 //! A PostgreSQL cluster of gigledger's own, for `serve --demo` on a machine where PostgreSQL is
-//! installed but no server answers (README's first command then works as it stands).
+//! installed but no server answers at the default address, or the one that answers refuses its
+//! user (a distribution's server, with its own authentication rules): README's first command
+//! then works as it stands.
 //!
 //! The cluster lives in `<data dir>/pg/<major version>/` (`data/`, `server.log`, `gigledger.pid`),
 //! is made by `initdb` on first use and reused afterwards, takes connections on 127.0.0.1 only
@@ -404,6 +406,31 @@ pub async fn answers(url: &str) -> bool {
         tokio::time::timeout(Duration::from_secs(3), connect).await,
         Ok(Ok(_))
     )
+}
+
+/// Why the server at `url` refuses us, when it answers but turns the user down (a password
+/// required, or no such role: a distribution's PostgreSQL, running with its own authentication
+/// rules, e.g. Debian's `scram-sha-256` for TCP connections). `None` when it lets us in, or fails
+/// otherwise (that is left to the connection to report).
+pub async fn refuses_us(url: &str) -> Option<String> {
+    use sqlx::Connection as _;
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .ok()?
+        // The maintenance database: the demo's may not exist yet.
+        .database("postgres");
+    let attempt = sqlx::PgConnection::connect_with(&options);
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            None
+        }
+        // Class 28: invalid authorization specification.
+        Ok(Err(sqlx::Error::Database(e))) if e.code().is_some_and(|c| c.starts_with("28")) => {
+            Some(format!("it refuses the user: {}", e.message()))
+        }
+        _ => None,
+    }
 }
 
 /// The host and port of `url`, for messages.

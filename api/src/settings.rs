@@ -118,8 +118,9 @@ pub struct ServeSettings {
 
     /// Seed a demo marketplace (a few hundred users; gigs, proposals and contracts at every
     /// stage) when the event store is empty, and print dev tokens and curl lines once ready. With
-    /// DATABASE_URL unset and no PostgreSQL answering at the default address, start a private
-    /// PostgreSQL for it (see --data-dir). Without GIGLEDGER_JWT_SECRET, sign with a random one.
+    /// DATABASE_URL unset and no PostgreSQL at the default address that lets its user in, start
+    /// a private PostgreSQL for it (see --data-dir). Without GIGLEDGER_JWT_SECRET, sign with a
+    /// random one.
     #[arg(long = "demo", env = "GIGLEDGER_DEMO", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub demo: bool,
@@ -148,7 +149,7 @@ pub struct PrivatePgSettings {
     pub data_dir: Option<PathBuf>,
 
     /// Where `serve --demo` looks for PostgreSQL when DATABASE_URL is unset; when nothing answers
-    /// there, it starts a private cluster instead.
+    /// there, or the server refuses the URL's user, it starts a private cluster instead.
     #[arg(
         long = "demo-database-url",
         env = "GIGLEDGER_DEMO_DATABASE_URL",

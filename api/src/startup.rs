@@ -41,7 +41,8 @@ pub enum ServeError {
 /// Prepares the database, starts the workers and serves until Ctrl-C or SIGTERM.
 ///
 /// With `--demo`: a random token secret when none is configured; when DATABASE_URL is unset and
-/// nothing answers at the default address, a private PostgreSQL ([`PrivateCluster`]), stopped
+/// nothing answers at the default address (or what answers refuses its user), a private
+/// PostgreSQL ([`PrivateCluster`]), stopped
 /// again on the way out whatever the outcome; the demo seeded into an empty database; and, once
 /// the listener is bound, the workers started and the read models caught up, a guide printed to
 /// stdout (tokens and curl lines).
@@ -69,18 +70,22 @@ pub async fn serve(settings: ServeSettings) -> Result<(), ServeError> {
     let mut cluster = None;
     if settings.demo && settings.database_url_from_default {
         let probe = &settings.private_pg.demo_database_url;
-        if crate::private_pg::answers(probe).await {
-            database.database_url.clone_from(probe);
+        let refused = if crate::private_pg::answers(probe).await {
+            crate::private_pg::refuses_us(probe).await
         } else {
+            Some("nothing answers there".to_owned())
+        };
+        if let Some(why) = refused {
             let started = tokio::select! {
                 started = PrivateCluster::start(&settings.private_pg) => started?,
                 () = stopped(stop.clone()) => return Ok(()),
             };
             let programs = started.programs();
             let message = format!(
-                "DATABASE_URL is not set and no PostgreSQL answers at {}: started a private \
-                 PostgreSQL {}.{} (from {}) on 127.0.0.1:{}, data in {}. It stops when gigledger \
-                 does; the next `serve --demo` reuses it.",
+                "DATABASE_URL is not set, and the default PostgreSQL at {} cannot be used \
+                 ({why}): started a private PostgreSQL {}.{} (from {}) on 127.0.0.1:{}, data in \
+                 {}. It stops when gigledger does; the next `serve --demo` reuses it. (Set \
+                 DATABASE_URL to use another server.)",
                 crate::private_pg::address_of(probe),
                 programs.version.0,
                 programs.version.1,
@@ -92,6 +97,8 @@ pub async fn serve(settings: ServeSettings) -> Result<(), ServeError> {
             println!("{message}");
             database.database_url = started.url("gigledger");
             cluster = Some(started);
+        } else {
+            database.database_url.clone_from(probe);
         }
     }
     let demo = settings.demo.then_some(DemoRun {

@@ -367,7 +367,8 @@ impl Drop for DataDir {
 }
 
 #[tokio::test]
-async fn without_a_database_the_demo_starts_a_private_postgresql_reuses_it_and_stops_it_on_exit() {
+async fn without_a_usable_database_the_demo_starts_a_private_postgresql_reuses_it_and_stops_it_on_exit(
+) {
     let data = DataDir::new();
     // The "default address": a port nothing listens on.
     let nowhere = format!("postgres://postgres@127.0.0.1:{}/gigledger", free_port());
@@ -403,8 +404,18 @@ async fn without_a_database_the_demo_starts_a_private_postgresql_reuses_it_and_s
         "the private PostgreSQL stopped with the demo"
     );
 
-    // The next run reuses the cluster and its data.
-    let second = Demo::start(&mut private(free_port()));
+    // The next run reuses the cluster and its data. This time a server answers at the default
+    // address but refuses its user (as a distribution's PostgreSQL refuses `postgres` without a
+    // password): a private one all the same.
+    let mut refusing = url::Url::parse(&gigledger_tests::admin_url()).unwrap();
+    refusing.set_username("gigledger_no_such_role").unwrap();
+    let second =
+        Demo::start(private(free_port()).env("GIGLEDGER_DEMO_DATABASE_URL", refusing.as_str()));
+    assert!(
+        second.stdout.contains("refuses the user"),
+        "{}",
+        second.stdout
+    );
     assert!(
         second.stdout.contains("seeded by an earlier run"),
         "{}",
