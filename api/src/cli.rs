@@ -2,13 +2,24 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::settings::{DatabaseSettings, GlobalSettings, RunSettings, ServeSettings};
 
-/// gigledger: an event-sourced backend for freelance marketplaces.
+/// What `gigledger --help` opens with (set here: clap's bare `about` would take the crate's
+/// description, which describes the crate to its developers, not the program to its users).
+const ABOUT: &str = "gigledger: an event-sourced backend for freelance marketplaces";
+
+const LONG_ABOUT: &str = "gigledger: an event-sourced backend for freelance marketplaces: gigs, \
+proposals, contracts with milestones, escrow and payouts, every change an event in an append-only \
+log in PostgreSQL, with read models, an HTTP API and an audit trail.
+
+Try it: `gigledger serve --demo` seeds a demo marketplace and prints dev tokens and curl lines.";
+
+/// The `gigledger` command line.
 #[derive(Debug, Parser)]
-#[command(name = "gigledger", version, about)]
+#[command(name = "gigledger", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalSettings,
@@ -63,7 +74,14 @@ pub enum ProjectionsCommand {
 /// Parses the command line, runs it, and turns any failure into one clear message and exit code 1
 /// (no panic, no backtrace).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Serve(settings) = &mut cli.command {
+        settings.database_url_from_default = matches
+            .subcommand_matches("serve")
+            .and_then(|serve| serve.value_source("database_url"))
+            .is_none_or(|source| source == ValueSource::DefaultValue);
+    }
     crate::telemetry::init(cli.global.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

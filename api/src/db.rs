@@ -14,6 +14,11 @@ use crate::settings::DatabaseSettings;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error(
+        "the database URL {url} is malformed: {reason}\n\
+         Expected postgres://user[:password]@host[:port]/database; set DATABASE_URL or --database-url."
+    )]
+    Malformed { url: String, reason: String },
+    #[error(
         "cannot reach PostgreSQL at {url}: {source}\n\
          Is it running? Point gigledger elsewhere with DATABASE_URL or --database-url."
     )]
@@ -29,20 +34,62 @@ pub enum DbError {
     },
 }
 
-/// `url` with any password replaced, for messages and logs.
+/// `url` with any password replaced, for messages and logs. A URL that does not parse is
+/// redacted by its shape (`scheme://user:password@…`), so a malformed URL's password is not
+/// printed either.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));
             parsed.to_string()
         }
-        _ => url.to_owned(),
+        Ok(_) => url.to_owned(),
+        Err(_) => redact_by_shape(url),
     }
+}
+
+fn redact_by_shape(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Checks that `url` is a PostgreSQL connection URL before anything tries to connect with it, so
+/// that a typo is reported as one, with its reason, and not as a server that does not answer.
+pub fn check_url(url: &str) -> Result<(), DbError> {
+    let malformed = |reason: String| DbError::Malformed {
+        url: redact(url),
+        reason,
+    };
+    let parsed = url::Url::parse(url).map_err(|e| {
+        malformed(match e {
+            url::ParseError::RelativeUrlWithoutBase => {
+                "it does not start with a scheme such as postgres://".to_owned()
+            }
+            other => other.to_string(),
+        })
+    })?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(malformed(format!(
+            "its scheme is {:?}, not postgres or postgresql",
+            parsed.scheme()
+        )));
+    }
+    PgConnectOptions::from_str(url).map_err(|e| malformed(e.to_string()))?;
+    Ok(())
 }
 
 /// Creates the database if needed, applies pending migrations, and returns a pool on it.
 pub async fn prepare(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
     let url = settings.database_url.as_str();
+    check_url(url)?;
     let shown = redact(url);
     let exists = Postgres::database_exists(url)
         .await
@@ -112,6 +159,7 @@ pub async fn pending_migrations(pool: &PgPool) -> Vec<i64> {
 /// A pool on an existing database. Its sessions are named `gigledger:<pid>` in
 /// `pg_stat_activity`, so an operator (or a test) can tell which process holds which lease.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
+    check_url(&settings.database_url)?;
     let unreachable = |source| DbError::Unreachable {
         url: redact(&settings.database_url),
         source,
@@ -128,4 +176,46 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, DbError> {
         .connect_with(options)
         .await
         .map_err(unreachable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(url: &str) -> String {
+        match check_url(url) {
+            Err(DbError::Malformed { reason, .. }) => reason,
+            other => panic!("{url} is reported as malformed, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_url_without_a_scheme_is_malformed() {
+        assert!(reason("postgres//x").contains("scheme"));
+    }
+
+    #[test]
+    fn a_url_of_another_scheme_is_malformed() {
+        assert!(reason("http://x/db").contains("\"http\""));
+    }
+
+    #[test]
+    fn a_bad_port_is_malformed() {
+        assert!(reason("postgres://u@host:99999/db").contains("port"));
+        assert!(reason("postgres://u@host:abc/db").contains("port"));
+    }
+
+    #[test]
+    fn good_urls_pass() {
+        assert!(check_url("postgres://postgres@127.0.0.1:5432/gigledger").is_ok());
+        assert!(check_url("postgresql://u:p@db.example.com/x?sslmode=require").is_ok());
+    }
+
+    #[test]
+    fn a_malformed_url_keeps_its_password_out_of_messages() {
+        let url = "postgres://u:secret@host:99999/db";
+        let message = check_url(url).map_err(|e| e.to_string()).unwrap_err();
+        assert!(!message.contains("secret"), "{message}");
+        assert!(message.contains("u:***@host:99999/db"), "{message}");
+    }
 }

@@ -13,7 +13,8 @@
 //! - [`routes`]: one module per resource.
 //! - [`telemetry`]: tracing and the metrics recorder, set up once.
 //! - [`workers`]: the background workers (projections, process managers, timers) of a process.
-//! - [`demo`]: demo data for a first look.
+//! - [`demo`]: the demo marketplace `serve --demo` seeds, and the guide it prints.
+//! - [`private_pg`]: the PostgreSQL of its own `serve --demo` starts when there is none.
 //! - [`error`]: `ApiError` (RFC 9457 problems) and the extractors that answer in it.
 //! - [`idempotency`]: the `Idempotency-Key` records, reserved, completed and replayed.
 //!
@@ -28,6 +29,7 @@ pub mod demo;
 pub mod error;
 pub mod idempotency;
 pub mod middleware;
+pub mod private_pg;
 pub mod query;
 pub mod routes;
 pub mod settings;

@@ -2,6 +2,7 @@
 //! Tests build it directly and override fields.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{ArgAction, Args, ValueEnum};
 
@@ -15,6 +16,9 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Where the database is when nothing says otherwise.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/gigledger";
+
 /// Where the database is.
 #[derive(Clone, Debug, Args)]
 pub struct DatabaseSettings {
@@ -22,7 +26,7 @@ pub struct DatabaseSettings {
     #[arg(
         long = "database-url",
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/gigledger"
+        default_value = DEFAULT_DATABASE_URL
     )]
     pub database_url: String,
 
@@ -112,16 +116,63 @@ pub struct ServeSettings {
     #[command(flatten)]
     pub workers: WorkerSettings,
 
-    /// Seed demo data (gigs, proposals, a contract in progress) when the event store is empty.
+    /// Seed a demo marketplace (a few hundred users; gigs, proposals and contracts at every
+    /// stage) when the event store is empty, and print dev tokens and curl lines once ready. With
+    /// DATABASE_URL unset and no PostgreSQL at the default address that lets its user in, start
+    /// a private PostgreSQL for it (see --data-dir). Without GIGLEDGER_JWT_SECRET, sign with a
+    /// random one.
     #[arg(long = "demo", env = "GIGLEDGER_DEMO", default_value_t = false, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub demo: bool,
+
+    #[command(flatten)]
+    pub private_pg: PrivatePgSettings,
+
+    /// Whether DATABASE_URL (or --database-url) was left to its default: only then may
+    /// `serve --demo` start a PostgreSQL of its own. Set by the command line, not a flag.
+    #[arg(skip)]
+    pub database_url_from_default: bool,
 
     #[command(flatten)]
     pub auth: AuthSettings,
 
     #[command(flatten)]
     pub http: HttpSettings,
+}
+
+/// The private PostgreSQL that `serve --demo` starts when there is no database to use.
+#[derive(Clone, Debug, Args)]
+pub struct PrivatePgSettings {
+    /// Where `serve --demo` keeps its private PostgreSQL cluster (under `pg/`), reused by the
+    /// next run. Default: `$XDG_DATA_HOME/gigledger`, else `~/.local/share/gigledger`.
+    #[arg(long = "data-dir", env = "GIGLEDGER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Where `serve --demo` looks for PostgreSQL when DATABASE_URL is unset; when nothing answers
+    /// there, or the server refuses the URL's user, it starts a private cluster instead.
+    #[arg(
+        long = "demo-database-url",
+        env = "GIGLEDGER_DEMO_DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL
+    )]
+    pub demo_database_url: String,
+
+    /// The directory of PostgreSQL's server programs (initdb, pg_ctl, postgres) for the private
+    /// cluster. Default: the newest found on PATH, in `pg_config --bindir` and in the usual
+    /// install locations (`/usr/lib/postgresql/*/bin`, Homebrew's, …).
+    #[arg(long = "pg-bin", env = "GIGLEDGER_PG_BIN")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+impl Default for PrivatePgSettings {
+    /// The flags' defaults, for tests that build settings directly.
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            demo_database_url: DEFAULT_DATABASE_URL.to_owned(),
+            pg_bin: None,
+        }
+    }
 }
 
 /// The HTTP edge's limits (API.md, "Limits" and "Read your writes").

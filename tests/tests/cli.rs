@@ -8,10 +8,14 @@ use sqlx::{Connection, PgConnection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gigledger-under-test");
 
+/// A token secret for the tests that serve (`serve` without one refuses to start).
+const SECRET: &str = "a-test-secret-of-at-least-thirty-two-bytes";
+
 fn gigledger(args: &[&str], database_url: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("DATABASE_URL", database_url)
+        .env("GIGLEDGER_JWT_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .env_remove("RUST_BACKTRACE");
     cmd
@@ -70,6 +74,86 @@ async fn an_unreachable_database_is_reported_with_the_url_tried_and_how_to_chang
         !stderr.contains("secret"),
         "the password is not printed: {stderr}"
     );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn help_says_what_gigledger_is() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.starts_with("gigledger: an event-sourced backend for freelance marketplaces"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("HTTP server, auth, OpenAPI"),
+        "not the crate's description: {help}"
+    );
+    let short = Command::new(BIN).arg("-h").output().unwrap();
+    assert!(String::from_utf8_lossy(&short.stdout)
+        .starts_with("gigledger: an event-sourced backend for freelance marketplaces"));
+}
+
+#[test]
+fn a_malformed_database_url_is_reported_as_malformed_with_the_reason() {
+    for (url, reason) in [
+        ("postgres//x", "scheme"),
+        ("http://x/db", "\"http\""),
+        ("postgres://u:secret@127.0.0.1:99999/db", "port"),
+        ("postgres://u@127.0.0.1:port/db", "port"),
+    ] {
+        let out = run(&["migrate"], url);
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("is malformed"), "{url}: {stderr}");
+        assert!(stderr.contains(reason), "{url}: {stderr}");
+        assert!(!stderr.contains("Is it running"), "{url}: {stderr}");
+        assert!(!stderr.contains("secret"), "{url}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{url}: {stderr}");
+    }
+}
+
+#[test]
+fn serve_without_a_token_secret_stops_at_once_and_says_which_setting_is_missing() {
+    // Checked before the database: this one is unreachable, and not what is reported.
+    let out = gigledger(&["serve"], "postgres://postgres@127.0.0.1:1/nowhere")
+        .env_remove("GIGLEDGER_JWT_SECRET")
+        .env_remove("GIGLEDGER_JWT_JWKS_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("GIGLEDGER_JWT_SECRET"), "{stderr}");
+    assert!(stderr.contains("--demo"), "{stderr}");
+    assert!(!stderr.contains("cannot reach"), "{stderr}");
+}
+
+#[test]
+fn the_demo_without_postgresql_server_programs_names_the_package_to_install() {
+    let data = std::env::temp_dir().join(format!("gigledger-cli-{}", uuid::Uuid::now_v7()));
+    let out = Command::new(BIN)
+        .args(["serve", "--demo"])
+        .env_remove("DATABASE_URL")
+        .env(
+            "GIGLEDGER_DEMO_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{}/gigledger", free_port()),
+        )
+        .env("GIGLEDGER_PG_BIN", "/nonexistent/postgresql/bin")
+        .env("GIGLEDGER_DATA_DIR", &data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("apt-get install postgresql"),
+        "names the package: {stderr}"
+    );
+    assert!(stderr.contains("brew install postgresql@16"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/postgresql/bin"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
