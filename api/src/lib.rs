@@ -29,6 +29,7 @@ pub mod demo;
 pub mod error;
 pub mod idempotency;
 pub mod middleware;
+pub mod openapi;
 pub mod private_pg;
 pub mod query;
 pub mod routes;

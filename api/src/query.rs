@@ -135,7 +135,8 @@ fn error_text(error: &ReadError) -> String {
 }
 
 /// `?limit=&cursor=` of every list (API.md: default 20, 1–100).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
@@ -172,8 +173,9 @@ pub fn answer_tagged<T: Serialize>(position: i64, version: u64, body: &T) -> Res
     response
 }
 
-/// `{ items, next_cursor }` of API.md.
-#[derive(Serialize)]
+/// `{ items, next_cursor }` of API.md. A page may hold fewer than `limit` items while
+/// `next_cursor` is set: a listing ends when `next_cursor` is null.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Listed<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

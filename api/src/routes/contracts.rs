@@ -74,7 +74,8 @@ fn no_such_contract() -> ApiError {
     }
 }
 
-async fn one(
+#[utoipa::path(get, path = "/v1/contracts/{contract_id}", tag = "contracts", params(("contract_id" = Uuid, Path, description = "the contract")), responses((status = 200, description = "the contract, its milestones with escrow balances, disputes and revealed reviews; `ETag` is its version", body = ContractView)))]
+pub(crate) async fn one(
     State(state): State<AppState>,
     Caller(caller): Caller,
     min: MinPosition,
@@ -90,7 +91,8 @@ async fn one(
     Ok(query::answer_tagged(position, version, &view))
 }
 
-async fn ledger_of(
+#[utoipa::path(get, path = "/v1/contracts/{contract_id}/ledger", tag = "contracts", params(("contract_id" = Uuid, Path, description = "the contract"), Paging), responses((status = 200, description = "the escrow's journal lines in log order", body = crate::query::Listed<gigledger_projections::read::ledger::LedgerEntry>)))]
+pub(crate) async fn ledger_of(
     State(state): State<AppState>,
     Caller(caller): Caller,
     min: MinPosition,
@@ -120,7 +122,8 @@ async fn ledger_of(
 /// Funds a milestone: the payment provider is charged the milestone's amount (under the
 /// milestone's own key, so it is charged at most once), the deposit recorded, and the milestone
 /// marked funded, before the answer.
-async fn fund(
+#[utoipa::path(post, path = "/v1/contracts/{contract_id}/milestones/{milestone_id}/fund", tag = "contracts", params(("contract_id" = Uuid, Path, description = "the contract"), ("milestone_id" = Uuid, Path, description = "the milestone")), request_body(content = Option<Empty>, description = "nothing, or `{}`"), responses((status = 200, description = "charged and deposited, the milestone funded; `version` is the escrow's", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn fund(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath((contract_id, milestone_id)): ApiPath<(Uuid, Uuid)>,
@@ -169,7 +172,7 @@ async fn fund(
 }
 
 /// `POST …/submit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Submit {
     pub note: String,
@@ -177,7 +180,8 @@ pub struct Submit {
     pub links: Vec<String>,
 }
 
-async fn submit(
+#[utoipa::path(post, path = "/v1/contracts/{contract_id}/milestones/{milestone_id}/submit", tag = "contracts", params(("contract_id" = Uuid, Path, description = "the contract"), ("milestone_id" = Uuid, Path, description = "the milestone")), request_body = Submit, responses((status = 200, description = "submitted for review", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn submit(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath((contract_id, milestone_id)): ApiPath<(Uuid, Uuid)>,
@@ -200,13 +204,14 @@ async fn submit(
 }
 
 /// `POST …/request-changes` and `POST …/cancel`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
     pub reason: String,
 }
 
-async fn request_changes(
+#[utoipa::path(post, path = "/v1/contracts/{contract_id}/milestones/{milestone_id}/request-changes", tag = "contracts", params(("contract_id" = Uuid, Path, description = "the contract"), ("milestone_id" = Uuid, Path, description = "the milestone")), request_body = Reason, responses((status = 200, description = "sent back", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn request_changes(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath((contract_id, milestone_id)): ApiPath<(Uuid, Uuid)>,
@@ -228,7 +233,8 @@ async fn request_changes(
 }
 
 /// Approves a milestone: the escrow releases its amount less the platform fee before the answer.
-async fn approve(
+#[utoipa::path(post, path = "/v1/contracts/{contract_id}/milestones/{milestone_id}/approve", tag = "contracts", params(("contract_id" = Uuid, Path, description = "the contract"), ("milestone_id" = Uuid, Path, description = "the milestone")), request_body(content = Option<Empty>, description = "nothing, or `{}`"), responses((status = 200, description = "approved and released less the fee", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn approve(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath((contract_id, milestone_id)): ApiPath<(Uuid, Uuid)>,
@@ -254,7 +260,8 @@ async fn approve(
 }
 
 /// Cancels the contract: the funds of milestones never submitted are refunded before the answer.
-async fn cancel(
+#[utoipa::path(post, path = "/v1/contracts/{contract_id}/cancel", tag = "contracts", params(("contract_id" = Uuid, Path, description = "the contract")), request_body = Reason, responses((status = 200, description = "cancelled, unsubmitted funds refunded", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath(contract_id): ApiPath<Uuid>,

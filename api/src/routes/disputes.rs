@@ -7,7 +7,9 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use gigledger_domain::{ContractCommand, ContractId, DisputeId, MilestoneId, Money, Role};
-use gigledger_projections::read::contracts::{self as contract_views, DisputeStatus};
+use gigledger_projections::read::contracts::{
+    self as contract_views, DisputeStatus, QueuedDispute,
+};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -30,7 +32,7 @@ pub fn routes(table: Table) -> Table {
 }
 
 /// `POST /v1/contracts/{contract_id}/disputes`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenDispute {
     pub milestone_id: Uuid,
@@ -38,7 +40,8 @@ pub struct OpenDispute {
 }
 
 /// Opens a dispute: the milestone's funds are frozen before the answer.
-async fn open(
+#[utoipa::path(post, path = "/v1/contracts/{contract_id}/disputes", tag = "disputes", params(("contract_id" = Uuid, Path, description = "the contract")), request_body = OpenDispute, responses((status = 201, description = "opened, the milestone's funds frozen; `dispute_id` names it", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn open(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath(contract_id): ApiPath<Uuid>,
@@ -75,7 +78,7 @@ async fn open(
 
 /// `POST …/resolve`: minor units of the contract's currency; they must add up to the frozen
 /// amount.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resolve {
     pub release: i64,
@@ -84,7 +87,8 @@ pub struct Resolve {
 
 /// Resolves a dispute: the frozen funds are split (released less the fee, refunded) before the
 /// answer.
-async fn resolve(
+#[utoipa::path(post, path = "/v1/contracts/{contract_id}/disputes/{dispute_id}/resolve", tag = "disputes", params(("contract_id" = Uuid, Path, description = "the contract"), ("dispute_id" = Uuid, Path, description = "the dispute")), request_body = Resolve, responses((status = 200, description = "resolved and settled", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn resolve(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath((contract_id, dispute_id)): ApiPath<(Uuid, Uuid)>,
@@ -127,14 +131,16 @@ async fn resolve(
 }
 
 /// `GET /v1/disputes` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueQuery {
     pub status: Option<DisputeStatus>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
 
-async fn queue(
+#[utoipa::path(get, path = "/v1/disputes", tag = "disputes", params(QueueQuery), responses((status = 200, description = "the dispute queue", body = crate::query::Listed<QueuedDispute>)))]
+pub(crate) async fn queue(
     State(state): State<AppState>,
     Caller(caller): Caller,
     min: MinPosition,

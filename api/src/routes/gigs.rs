@@ -9,7 +9,7 @@ use axum::response::Response;
 use chrono::NaiveDate;
 use gigledger_domain::{Budget, GigCommand, GigId, GigStatus, Role};
 use gigledger_projections::read::contracts as contract_views;
-use gigledger_projections::read::gig_board::{self, GigQuery, GigSort};
+use gigledger_projections::read::gig_board::{self, GigCard, GigQuery, GigSort};
 use gigledger_projections::read::proposals;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -40,7 +40,7 @@ pub fn routes(table: Table) -> Table {
 }
 
 /// `POST /v1/gigs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostGig {
     pub title: String,
@@ -52,7 +52,7 @@ pub struct PostGig {
 }
 
 /// `PATCH /v1/gigs/{gig_id}`: any of the post-gig fields.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviseGig {
     #[serde(default)]
@@ -68,11 +68,15 @@ pub struct ReviseGig {
 }
 
 /// A command with no body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-async fn post_gig(State(state): State<AppState>, request: CommandRequest<PostGig>) -> Response {
+#[utoipa::path(post, path = "/v1/gigs", tag = "gigs", request_body = PostGig, responses((status = 201, description = "posted; `Location` names the gig", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn post_gig(
+    State(state): State<AppState>,
+    request: CommandRequest<PostGig>,
+) -> Response {
     if let Err(e) = request.require_any(&[Role::Client]) {
         return axum::response::IntoResponse::into_response(e);
     }
@@ -102,7 +106,8 @@ async fn post_gig(State(state): State<AppState>, request: CommandRequest<PostGig
     .await
 }
 
-async fn revise(
+#[utoipa::path(patch, path = "/v1/gigs/{gig_id}", tag = "gigs", params(("gig_id" = Uuid, Path, description = "the gig")), request_body = ReviseGig, responses((status = 200, description = "revised", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn revise(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath(gig_id): ApiPath<Uuid>,
@@ -135,7 +140,8 @@ async fn revise(
     .await
 }
 
-async fn close(
+#[utoipa::path(post, path = "/v1/gigs/{gig_id}/close", tag = "gigs", params(("gig_id" = Uuid, Path, description = "the gig")), request_body(content = Option<Empty>, description = "nothing, or `{}`"), responses((status = 200, description = "closed to new proposals", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn close(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath(gig_id): ApiPath<Uuid>,
@@ -147,7 +153,8 @@ async fn close(
     .await
 }
 
-async fn cancel(
+#[utoipa::path(post, path = "/v1/gigs/{gig_id}/cancel", tag = "gigs", params(("gig_id" = Uuid, Path, description = "the gig")), request_body(content = Option<Empty>, description = "nothing, or `{}`"), responses((status = 200, description = "cancelled", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath(gig_id): ApiPath<Uuid>,
@@ -181,7 +188,8 @@ async fn owner_command(
 }
 
 /// `GET /v1/gigs` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BoardQuery {
     pub q: Option<String>,
     /// Comma-separated.
@@ -196,14 +204,15 @@ pub struct BoardQuery {
 }
 
 /// `relevance` (the default with `q`) or `newest`.
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortParam {
     Relevance,
     Newest,
 }
 
-async fn search(
+#[utoipa::path(get, path = "/v1/gigs", tag = "gigs", params(BoardQuery), responses((status = 200, description = "one page of the board; a page may be short while `next_cursor` is set: follow it until null", body = crate::query::Listed<GigCard>)))]
+pub(crate) async fn search(
     State(state): State<AppState>,
     _caller: Caller,
     min: MinPosition,
@@ -245,7 +254,8 @@ async fn search(
 }
 
 /// One gig, with its proposals when the caller owns it.
-async fn one(
+#[utoipa::path(get, path = "/v1/gigs/{gig_id}", tag = "gigs", params(("gig_id" = Uuid, Path, description = "the gig")), responses((status = 200, description = "the gig; its owner also gets `proposals`, a party of its contract `contract_id`; `ETag` is its version", body = GigCard)))]
+pub(crate) async fn one(
     State(state): State<AppState>,
     Caller(caller): Caller,
     min: MinPosition,

@@ -13,21 +13,26 @@ pub fn routes(table: Table) -> Table {
         .get("/healthz", PUBLIC, healthz)
         .get("/readyz", PUBLIC, readyz)
         .get("/metrics", PUBLIC, metrics)
+        .get("/openapi.json", PUBLIC, crate::openapi::openapi_json)
+        .get("/docs", PUBLIC, crate::openapi::docs)
 }
 
 /// Prometheus text: HTTP, commands, events, projection positions and lag.
-async fn metrics(State(state): State<AppState>) -> String {
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> String {
     state.metrics.render()
 }
 
 /// The process is up.
-async fn healthz() -> Json<Value> {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is up")))]
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The database answers, every migration this build knows is applied, and no worker has stopped
 /// on a failing event or is stalled (retrying one event for longer than its bound).
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "database reachable, migrations applied, no worker failed or stalled"), (status = 503, description = "not ready, and why")))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let reachable = sqlx::query("select 1").execute(&state.pool).await;
     let checks = match reachable {
         Err(e) => {

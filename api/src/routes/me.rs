@@ -37,14 +37,15 @@ fn require_any(actor: &Actor, roles: &[Role]) -> Result<(), ApiError> {
 }
 
 /// `GET /v1/me`.
-#[derive(Serialize)]
-struct Me {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Me {
     sub: String,
     roles: Vec<Role>,
 }
 
 /// Reads no view, so it waits for nothing; `X-Min-Position` is still checked like everywhere.
-async fn me(Caller(caller): Caller, _min: MinPosition) -> axum::Json<Me> {
+#[utoipa::path(get, path = "/v1/me", tag = "me", responses((status = 200, description = "the caller as the server sees them", body = Me)))]
+pub(crate) async fn me(Caller(caller): Caller, _min: MinPosition) -> axum::Json<Me> {
     axum::Json(Me {
         sub: caller.user_id.to_string(),
         roles: caller.roles,
@@ -52,14 +53,16 @@ async fn me(Caller(caller): Caller, _min: MinPosition) -> axum::Json<Me> {
 }
 
 /// `GET /v1/me/gigs` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MyGigsQuery {
     pub status: Option<GigStatus>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
 
-async fn my_gigs(
+#[utoipa::path(get, path = "/v1/me/gigs", tag = "me", params(MyGigsQuery), responses((status = 200, description = "the gigs the caller posted", body = crate::query::Listed<gigledger_projections::read::gig_board::GigCard>)))]
+pub(crate) async fn my_gigs(
     State(state): State<AppState>,
     Caller(caller): Caller,
     min: MinPosition,
@@ -84,7 +87,8 @@ async fn my_gigs(
     Ok(query::answer(position, &Listed::from(page)))
 }
 
-async fn my_proposals(
+#[utoipa::path(get, path = "/v1/me/proposals", tag = "me", params(Paging), responses((status = 200, description = "the caller's proposals", body = crate::query::Listed<gigledger_projections::read::proposals::ProposalView>)))]
+pub(crate) async fn my_proposals(
     State(state): State<AppState>,
     Caller(caller): Caller,
     min: MinPosition,
@@ -104,7 +108,8 @@ async fn my_proposals(
     Ok(query::answer(position, &Listed::from(page)))
 }
 
-async fn my_contracts(
+#[utoipa::path(get, path = "/v1/me/contracts", tag = "me", params(Paging), responses((status = 200, description = "the caller's contracts", body = crate::query::Listed<gigledger_projections::read::contracts::ContractView>)))]
+pub(crate) async fn my_contracts(
     State(state): State<AppState>,
     Caller(caller): Caller,
     min: MinPosition,
@@ -121,7 +126,8 @@ async fn my_contracts(
 }
 
 /// `GET /v1/me/notifications` query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NotificationsQuery {
     #[serde(default)]
     pub unread: bool,
@@ -130,14 +136,15 @@ pub struct NotificationsQuery {
 }
 
 /// Notifications, newest first, with the unread count.
-#[derive(Serialize)]
-struct NotificationList {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct NotificationList {
     items: Vec<notifications::Notification>,
     next_cursor: Option<String>,
     unread_count: i64,
 }
 
-async fn my_notifications(
+#[utoipa::path(get, path = "/v1/me/notifications", tag = "me", params(NotificationsQuery), responses((status = 200, description = "notifications, newest first, with the unread count", body = NotificationList)))]
+pub(crate) async fn my_notifications(
     State(state): State<AppState>,
     Caller(caller): Caller,
     min: MinPosition,
@@ -172,20 +179,21 @@ async fn my_notifications(
 }
 
 /// `POST /v1/me/notifications/read`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
     /// The id of the newest notification the caller has seen.
     pub up_to: String,
 }
 
-#[derive(Serialize)]
-struct Marked {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Marked {
     marked_read: u64,
 }
 
 /// Moves the caller's read mark (a view setting, not a ledger event).
-async fn mark_read(
+#[utoipa::path(post, path = "/v1/me/notifications/read", tag = "me", request_body = MarkRead, responses((status = 200, description = "how many became read", body = Marked)))]
+pub(crate) async fn mark_read(
     State(state): State<AppState>,
     Caller(caller): Caller,
     ApiJson(body): ApiJson<MarkRead>,

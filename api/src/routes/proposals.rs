@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use gigledger_domain::{
     ContractId, GigCommand, GigId, MilestoneId, MilestoneTerms, Money, ProposalId, Role,
 };
+use gigledger_projections::read::proposals::ProposalView;
 use gigledger_projections::read::{gig_board, proposals};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -48,7 +49,7 @@ pub fn routes(table: Table) -> Table {
 }
 
 /// `POST /v1/gigs/{gig_id}/proposals`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Propose {
     pub cover_letter: String,
@@ -56,7 +57,7 @@ pub struct Propose {
 }
 
 /// One milestone of a proposal; its id is chosen by the server and answered.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProposedMilestone {
     pub title: String,
@@ -65,7 +66,8 @@ pub struct ProposedMilestone {
     pub due_date: Option<NaiveDate>,
 }
 
-async fn propose(
+#[utoipa::path(post, path = "/v1/gigs/{gig_id}/proposals", tag = "proposals", params(("gig_id" = Uuid, Path, description = "the gig")), request_body = Propose, responses((status = 201, description = "proposed: `id` is the proposal, `milestone_ids` its milestones", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn propose(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath(gig_id): ApiPath<Uuid>,
@@ -116,7 +118,8 @@ async fn propose(
     .await
 }
 
-async fn withdraw(
+#[utoipa::path(post, path = "/v1/gigs/{gig_id}/proposals/{proposal_id}/withdraw", tag = "proposals", params(("gig_id" = Uuid, Path, description = "the gig"), ("proposal_id" = Uuid, Path, description = "the proposal")), request_body(content = Option<Empty>, description = "nothing, or `{}`"), responses((status = 200, description = "withdrawn", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn withdraw(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
@@ -149,7 +152,8 @@ async fn withdraw(
     .await
 }
 
-async fn reject(
+#[utoipa::path(post, path = "/v1/gigs/{gig_id}/proposals/{proposal_id}/reject", tag = "proposals", params(("gig_id" = Uuid, Path, description = "the gig"), ("proposal_id" = Uuid, Path, description = "the proposal")), request_body(content = Option<Empty>, description = "nothing, or `{}`"), responses((status = 200, description = "rejected", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn reject(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
@@ -179,7 +183,8 @@ async fn reject(
 
 /// Hires the proposal's freelancer: the contract and its escrow start before the answer, which
 /// names the contract and its milestones (the proposal's milestone ids).
-async fn accept(
+#[utoipa::path(post, path = "/v1/gigs/{gig_id}/proposals/{proposal_id}/accept", tag = "proposals", params(("gig_id" = Uuid, Path, description = "the gig"), ("proposal_id" = Uuid, Path, description = "the proposal")), request_body(content = Option<Empty>, description = "nothing, or `{}`"), responses((status = 201, description = "hired: `contract_id` and `milestone_ids` name the contract started with its escrow; `Location` names the contract", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn accept(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
@@ -225,7 +230,8 @@ async fn accept(
 }
 
 /// The owner's view of a gig's proposals.
-async fn list(
+#[utoipa::path(get, path = "/v1/gigs/{gig_id}/proposals", tag = "proposals", params(("gig_id" = Uuid, Path, description = "the gig"), Paging), responses((status = 200, description = "the gig's proposals", body = crate::query::Listed<ProposalView>)))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     min: MinPosition,

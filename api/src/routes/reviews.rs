@@ -25,7 +25,7 @@ pub fn routes(table: Table) -> Table {
 }
 
 /// `POST /v1/contracts/{contract_id}/reviews`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Review {
     /// 1 to 5.
@@ -33,7 +33,8 @@ pub struct Review {
     pub text: String,
 }
 
-async fn review(
+#[utoipa::path(post, path = "/v1/contracts/{contract_id}/reviews", tag = "reviews", params(("contract_id" = Uuid, Path, description = "the contract")), request_body = Review, responses((status = 201, description = "reviewed (shown once both are in or the window closed)", body = crate::openapi::CommandAnswer)))]
+pub(crate) async fn review(
     State(state): State<AppState>,
     _caller: Caller,
     ApiPath(contract_id): ApiPath<Uuid>,

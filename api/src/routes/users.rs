@@ -19,7 +19,8 @@ pub fn routes(table: Table) -> Table {
     table.get("/v1/users/{user_id}/profile", "anyone signed in", profile)
 }
 
-async fn profile(
+#[utoipa::path(get, path = "/v1/users/{user_id}/profile", tag = "users", params(("user_id" = Uuid, Path, description = "the user")), responses((status = 200, description = "public figures", body = gigledger_projections::read::user_stats::UserProfile)))]
+pub(crate) async fn profile(
     State(state): State<AppState>,
     _caller: Caller,
     min: MinPosition,
