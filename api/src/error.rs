@@ -357,9 +357,16 @@ impl From<EscrowError> for ApiError {
         match &error {
             // The gateway's failures are told apart: it failed (502), or it did not answer (504).
             EscrowError::Gateway(gateway) => match gateway {
-                GatewayError::Unavailable(_) => Self::BadGateway {
-                    detail: error.to_string(),
-                },
+                // The provider's own words (an HTTP client's error, a URL, a SQL error of the
+                // simulated one) are logged, never sent.
+                GatewayError::Unavailable(cause) => {
+                    tracing::warn!(error.message = %cause, "the payment provider failed");
+                    Self::BadGateway {
+                        detail: "the payment provider failed; nothing was charged or recorded, \
+                                 retry later"
+                            .to_owned(),
+                    }
+                }
                 GatewayError::Timeout => Self::GatewayTimeout {
                     detail: error.to_string(),
                 },

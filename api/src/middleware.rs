@@ -60,8 +60,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         match tokio::time::timeout(limit, next.run(req)).await {
             Ok(response) => response,
             Err(_) => ApiError::Unavailable {
-                detail: "the request took longer than its time limit; a command it carried runs \
-                         to its end, so retry with the same Idempotency-Key to get its answer"
+                detail: "the request took longer than its time limit. A command it carried runs \
+                         to its end and may have taken effect: retry with the same \
+                         Idempotency-Key to get its answer, or read the resource back before \
+                         sending it again without one"
                     .to_owned(),
                 outcome: None,
             }
@@ -80,7 +82,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     span.in_scope(|| tracing::info!("answered"));
     metrics::histogram!(
         "gigledger_http_request_duration_seconds",
-        "method" => method.to_string(),
+        "method" => method_label(&method),
         "route" => route,
         "status" => status.as_u16().to_string(),
     )
@@ -89,6 +91,20 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
     response
+}
+
+/// A bounded label: a client choosing any method name must not grow the metrics without end.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// CORS for the configured origins; `None` when there are none (browsers on other origins are
@@ -103,10 +119,16 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
+    // `*`: any origin (tower-http refuses a wildcard inside a list).
+    let allow = if origins.iter().any(|o| o.as_bytes() == b"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins)
+    };
     let header = HeaderName::from_static;
     Some(
         CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
+            .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::PUT])
             .allow_headers([
                 axum::http::header::AUTHORIZATION,

@@ -62,7 +62,6 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
                             json!({
                                 "projection": s.name,
                                 "failed_position": s.failed_position,
-                                "error": s.last_error,
                             })
                         })
                         .collect::<Vec<_>>()
