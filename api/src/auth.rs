@@ -94,7 +94,7 @@ impl From<jsonwebtoken::errors::Error> for AuthError {
 /// A configuration that cannot verify anything; `serve` and `token` stop with it.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
-    #[error("no token key is configured: set GIGLEDGER_JWT_SECRET (at least {MIN_SECRET_BYTES} bytes) or GIGLEDGER_JWT_JWKS_FILE")]
+    #[error("no token key is configured: set GIGLEDGER_JWT_SECRET (at least {MIN_SECRET_BYTES} bytes) or GIGLEDGER_JWT_JWKS_FILE / GIGLEDGER_JWT_JWKS_URL")]
     NoKey,
     #[error("GIGLEDGER_JWT_SECRET is {0} bytes; HS256 needs at least {MIN_SECRET_BYTES}")]
     ShortSecret(usize),
@@ -110,6 +110,10 @@ pub enum AuthConfigError {
     },
     #[error("the JWKS file {0} holds no RS256 or P-256 ES256 signing key")]
     JwksEmpty(PathBuf),
+    #[error("cannot fetch the JWKS at {url}: {reason}")]
+    JwksFetch { url: String, reason: String },
+    #[error("set one of GIGLEDGER_JWT_JWKS_FILE and GIGLEDGER_JWT_JWKS_URL, not both")]
+    JwksTwice,
     #[error("a JWKS file needs the issuer its tokens carry: set GIGLEDGER_JWT_ISSUER")]
     JwksWithoutIssuer,
     /// An identity provider issues tokens for every application of a tenant, and many carry no
@@ -135,7 +139,10 @@ struct SetKey {
 
 enum Keys {
     Secret(DecodingKey),
-    Set(Vec<SetKey>),
+    /// A key set: from a file (read once), or from a URL (fetched at start and again every
+    /// refresh interval, so an identity provider's key rotation is followed; a failed refresh
+    /// keeps the keys it had).
+    Set(std::sync::RwLock<Vec<SetKey>>),
 }
 
 /// Verifies bearer tokens under the configured key source and rules. Cheap to share
@@ -151,7 +158,7 @@ impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let source = match &self.keys {
             Keys::Secret(_) => "HS256 secret".to_owned(),
-            Keys::Set(keys) => format!("JWKS ({} keys)", keys.len()),
+            Keys::Set(keys) => format!("JWKS ({} keys)", keys.read().map_or(0, |keys| keys.len())),
         };
         f.debug_struct("Authenticator")
             .field("keys", &source)
@@ -164,16 +171,68 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// The authenticator `settings` describe, or why they describe none.
+    ///
+    /// A JWKS URL is fetched by [`Authenticator::load`]; here it is refused.
     pub fn from_settings(settings: &AuthSettings) -> Result<Self, AuthConfigError> {
-        let keys = match &settings.jwt_jwks_file {
-            Some(path) => {
+        if let Some(url) = &settings.jwt_jwks_url {
+            return Err(AuthConfigError::JwksFetch {
+                url: url.to_string(),
+                reason: "a JWKS URL is fetched at start (Authenticator::load)".to_owned(),
+            });
+        }
+        Self::with_keys(settings, None)
+    }
+
+    /// The authenticator `settings` describe, fetching the key set first when they name a URL.
+    pub async fn load(settings: &AuthSettings) -> Result<Self, AuthConfigError> {
+        match &settings.jwt_jwks_url {
+            None => Self::from_settings(settings),
+            Some(url) => {
+                let keys = fetch_jwks(url).await?;
+                Self::with_keys(settings, Some(keys))
+            }
+        }
+    }
+
+    /// Fetches the configured JWKS URL every `every` until the future is dropped, replacing the
+    /// keys on success and keeping them on failure (logged).
+    pub async fn refresh_keys(self: Arc<Self>, url: url::Url, every: std::time::Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            match fetch_jwks(&url).await {
+                Ok(fresh) => {
+                    if let Keys::Set(keys) = &self.keys {
+                        if let Ok(mut keys) = keys.write() {
+                            *keys = fresh;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the JWKS keys it had"),
+            }
+        }
+    }
+
+    fn with_keys(
+        settings: &AuthSettings,
+        fetched: Option<Vec<SetKey>>,
+    ) -> Result<Self, AuthConfigError> {
+        if settings.jwt_jwks_file.is_some() && settings.jwt_jwks_url.is_some() {
+            return Err(AuthConfigError::JwksTwice);
+        }
+        let set = match (&settings.jwt_jwks_file, fetched) {
+            (Some(path), _) => Some(read_jwks(path)?),
+            (None, Some(keys)) => Some(keys),
+            (None, None) => None,
+        };
+        let keys = match set {
+            Some(set) => {
                 if settings.jwt_issuer.is_none() {
                     return Err(AuthConfigError::JwksWithoutIssuer);
                 }
                 if settings.jwt_audience.is_none() {
                     return Err(AuthConfigError::JwksWithoutAudience);
                 }
-                Keys::Set(read_jwks(path)?)
+                Keys::Set(std::sync::RwLock::new(set))
             }
             None => Keys::Secret(DecodingKey::from_secret(secret_of(settings)?)),
         };
@@ -205,12 +264,14 @@ impl Authenticator {
         // Read the algorithm ourselves first: `none` (or any name jsonwebtoken does not know)
         // is then refused as an algorithm, not as a garbled token.
         let named = header_algorithm(token)?;
-        let (key, algorithm) = match &self.keys {
+        let data = match &self.keys {
             Keys::Secret(key) => {
                 if named != "HS256" {
                     return Err(AuthError::UnexpectedAlgorithm(named));
                 }
-                (key, Algorithm::HS256)
+                let mut rules = self.rules.clone();
+                rules.algorithms = vec![Algorithm::HS256];
+                jsonwebtoken::decode::<Map<String, Value>>(token, key, &rules)?
             }
             Keys::Set(keys) => {
                 let Some(algorithm) = JWKS_ALGORITHMS
@@ -220,15 +281,13 @@ impl Authenticator {
                     return Err(AuthError::UnexpectedAlgorithm(named));
                 };
                 let header = jsonwebtoken::decode_header(token)?;
-                (
-                    choose_key(keys, header.kid.as_deref(), algorithm)?,
-                    algorithm,
-                )
+                let keys = keys.read().map_err(|_| AuthError::UnknownKey)?;
+                let key = choose_key(&keys, header.kid.as_deref(), algorithm)?;
+                let mut rules = self.rules.clone();
+                rules.algorithms = vec![algorithm];
+                jsonwebtoken::decode::<Map<String, Value>>(token, key, &rules)?
             }
         };
-        let mut rules = self.rules.clone();
-        rules.algorithms = vec![algorithm];
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &rules)?;
         self.actor_of(&data.claims)
     }
 
@@ -285,7 +344,7 @@ pub fn mint(
     ttl_secs: u64,
     now: u64,
 ) -> Result<String, AuthConfigError> {
-    if settings.jwt_jwks_file.is_some() {
+    if settings.jwt_jwks_file.is_some() || settings.jwt_jwks_url.is_some() {
         return Err(AuthConfigError::MintWithJwks);
     }
     let secret = secret_of(settings)?;
@@ -391,8 +450,50 @@ fn read_jwks(path: &Path) -> Result<Vec<SetKey>, AuthConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let keys: Vec<SetKey> = set
-        .keys
+    let keys = signing_keys(&set);
+    if keys.is_empty() {
+        return Err(AuthConfigError::JwksEmpty(path.to_owned()));
+    }
+    Ok(keys)
+}
+
+/// How long fetching a JWKS URL may take.
+const JWKS_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The signing keys of the key set at `url` (an identity provider's `jwks_uri`).
+async fn fetch_jwks(url: &url::Url) -> Result<Vec<SetKey>, AuthConfigError> {
+    let failed = |reason: String| AuthConfigError::JwksFetch {
+        url: url.to_string(),
+        reason,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(JWKS_FETCH_TIMEOUT)
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(failed(format!("it answered {}", response.status())));
+    }
+    let set: JwkSet = response
+        .json()
+        .await
+        .map_err(|e| failed(format!("not a JSON Web Key Set: {e}")))?;
+    let keys = signing_keys(&set);
+    if keys.is_empty() {
+        return Err(failed(
+            "no RS256 or P-256 ES256 signing key in it".to_owned(),
+        ));
+    }
+    Ok(keys)
+}
+
+/// The keys of `set` usable to verify RS256 or ES256 signatures.
+fn signing_keys(set: &JwkSet) -> Vec<SetKey> {
+    set.keys
         .iter()
         .filter(|jwk| {
             matches!(
@@ -417,11 +518,7 @@ fn read_jwks(path: &Path) -> Result<Vec<SetKey>, AuthConfigError> {
                 key,
             })
         })
-        .collect();
-    if keys.is_empty() {
-        return Err(AuthConfigError::JwksEmpty(path.to_owned()));
-    }
-    Ok(keys)
+        .collect()
 }
 
 /// The authenticated caller of a request. Extracting it from a request without a valid bearer

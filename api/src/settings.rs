@@ -294,6 +294,19 @@ pub struct AuthSettings {
     #[arg(long = "jwt-jwks-file", env = "GIGLEDGER_JWT_JWKS_FILE")]
     pub jwt_jwks_file: Option<std::path::PathBuf>,
 
+    /// An identity provider's JWKS URL (its `jwks_uri`): as the file, fetched at start and
+    /// again every `GIGLEDGER_JWT_JWKS_REFRESH_SECS`, so key rotation is followed.
+    #[arg(long = "jwt-jwks-url", env = "GIGLEDGER_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<url::Url>,
+
+    /// Seconds between fetches of the JWKS URL.
+    #[arg(
+        long = "jwt-jwks-refresh-secs",
+        env = "GIGLEDGER_JWT_JWKS_REFRESH_SECS",
+        default_value_t = 600
+    )]
+    pub jwt_jwks_refresh_secs: u64,
+
     /// The `iss` a token must carry. Required with a JWKS file; optional with the secret (then
     /// checked when set, and put in minted tokens).
     #[arg(long = "jwt-issuer", env = "GIGLEDGER_JWT_ISSUER")]
@@ -328,6 +341,8 @@ impl Default for AuthSettings {
         Self {
             jwt_secret: None,
             jwt_jwks_file: None,
+            jwt_jwks_url: None,
+            jwt_jwks_refresh_secs: 600,
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway_secs: 30,

@@ -57,15 +57,18 @@ pub async fn serve(settings: ServeSettings) -> Result<(), ServeError> {
     let mut auth_settings = settings.auth.clone();
     let secret_generated = settings.demo
         && auth_settings.jwt_secret.is_none()
-        && auth_settings.jwt_jwks_file.is_none();
+        && auth_settings.jwt_jwks_file.is_none()
+        && auth_settings.jwt_jwks_url.is_none();
     if secret_generated {
         auth_settings.jwt_secret = Some(crate::demo::random_secret());
         tracing::warn!("GIGLEDGER_JWT_SECRET is not set: the demo signs tokens with a random secret for this process");
     }
-    let auth = Authenticator::from_settings(&auth_settings).map_err(|e| match e {
-        crate::auth::AuthConfigError::NoKey => ServeError::NoKey(e),
-        other => ServeError::Auth(other),
-    })?;
+    let auth = Authenticator::load(&auth_settings)
+        .await
+        .map_err(|e| match e {
+            crate::auth::AuthConfigError::NoKey => ServeError::NoKey(e),
+            other => ServeError::Auth(other),
+        })?;
     let mut database = settings.database.clone();
     let mut cluster = None;
     if settings.demo && settings.database_url_from_default {
@@ -136,6 +139,11 @@ async fn serve_on(
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::new(pool.clone(), clock.clone(), auth, &settings.http);
+    // An identity provider rotates its keys: the set is fetched again on an interval.
+    let _refresh = settings.auth.jwt_jwks_url.clone().map(|url| {
+        let every = std::time::Duration::from_secs(settings.auth.jwt_jwks_refresh_secs.max(10));
+        AbortOnDrop(tokio::spawn(state.auth.clone().refresh_keys(url, every)))
+    });
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -221,6 +229,15 @@ async fn serve_on(
     }
     pool.close().await;
     Ok(())
+}
+
+/// A background task that ends with the value holding it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What in-flight requests get beyond the request time limit after a shutdown signal.

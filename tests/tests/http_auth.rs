@@ -500,3 +500,73 @@ async fn each_role_may_do_only_what_api_md_gives_it(pool: PgPool) {
     .await;
     api.stop().await;
 }
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn an_rs256_token_is_accepted_against_a_jwks_fetched_from_a_url(pool: PgPool) {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../api/tests/fixtures");
+    let jwks = std::fs::read_to_string(fixtures.join("jwks.json")).expect("the fixture set");
+    // The identity provider: a loopback server answering its key set.
+    let provider = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let jwks_url = format!(
+        "http://{}/.well-known/jwks.json",
+        provider.local_addr().expect("addr")
+    );
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { ([("content-type", "application/json")], jwks) }
+        }),
+    );
+    let idp = tokio::spawn(async move {
+        let _ = axum::serve(provider, app).await;
+    });
+    let auth = AuthSettings {
+        jwt_secret: None,
+        jwt_jwks_url: Some(jwks_url.parse().expect("a URL")),
+        jwt_issuer: Some("https://id.example.com".to_owned()),
+        jwt_audience: Some("gigledger".to_owned()),
+        ..AuthSettings::default()
+    };
+    let authenticator = Authenticator::load(&auth)
+        .await
+        .expect("the set is fetched");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = AppState::new(
+        pool.clone(),
+        clock.clone(),
+        authenticator,
+        &HttpSettings::default(),
+    );
+    let api = TestApi::serve(pool, state, auth, clock, false).await;
+    let key = std::fs::read(fixtures.join("rs256-private.pem")).expect("a fixture key");
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("test-rsa".to_owned());
+    let token = encode(
+        &header,
+        &claims(json!({ "iss": "https://id.example.com", "aud": "gigledger" })),
+        &EncodingKey::from_rsa_pem(&key).expect("an RSA key"),
+    )
+    .expect("signed");
+    let me = me_with(&api, &token).await;
+    assert_eq!(me.status, StatusCode::OK, "{:?}", me.json());
+    api.stop().await;
+    idp.abort();
+
+    // A URL that does not answer is a clear start-up error, not a service that lets no one in.
+    let dead = AuthSettings {
+        jwt_jwks_url: Some("http://127.0.0.1:9/jwks.json".parse().expect("a URL")),
+        jwt_issuer: Some("https://id.example.com".to_owned()),
+        jwt_audience: Some("gigledger".to_owned()),
+        ..AuthSettings::default()
+    };
+    let refused = Authenticator::load(&dead)
+        .await
+        .expect_err("nothing to verify with");
+    assert!(
+        refused.to_string().contains("cannot fetch the JWKS"),
+        "{refused}"
+    );
+}

@@ -550,6 +550,7 @@ async fn a_process_manager_stuck_on_one_event_is_reported_stalled_by_status_read
     let port = free_port();
     let _server = KillOnDrop::spawn(
         gigledger(&["serve"], &db)
+            .env("GIGLEDGER_JWT_SECRET", gigledger_tests::http::SECRET)
             .env("GIGLEDGER_LISTEN", format!("127.0.0.1:{port}"))
             .env("GIGLEDGER_POLL_INTERVAL_MS", "50")
             .env("GIGLEDGER_STALL_AFTER_SECS", "0")

@@ -62,6 +62,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
                             json!({
                                 "projection": s.name,
                                 "failed_position": s.failed_position,
+                                // Says why (a refusal's text, never a stack or a secret), so an
+                                // operator sees it without shell access.
+                                "error": s.last_error,
                             })
                         })
                         .collect::<Vec<_>>()
