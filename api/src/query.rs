@@ -15,7 +15,10 @@ use crate::state::AppState;
 
 /// The request header (or `?min_position=`) asking for a read model at least this far.
 pub const X_MIN_POSITION: HeaderName = HeaderName::from_static("x-min-position");
-/// The response header: how far the read models a query read have processed the log.
+/// The response header: how far the read models a query read have processed the log, as the
+/// position of the last event the slowest of them applied. Views apply events in the log's
+/// gap-free order (by transaction, then position), not by position alone, so compare a command's
+/// `position` by sending it as `X-Min-Position` (which waits exactly), not with `X-Position`.
 pub const X_POSITION: HeaderName = HeaderName::from_static("x-position");
 
 /// The position a query must reflect, if the client asked for one.

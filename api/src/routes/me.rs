@@ -43,13 +43,33 @@ pub(crate) struct Me {
     roles: Vec<Role>,
 }
 
-/// Reads no view, so it waits for nothing; `X-Min-Position` is still checked like everywhere.
+/// Reads the token only; `X-Min-Position` waits for every frontend view, and `X-Position` says
+/// how far the slowest of them has got, so a client can use it as a "views are here" probe.
 #[utoipa::path(get, path = "/v1/me", tag = "me", responses((status = 200, description = "the caller as the server sees them", body = Me)))]
-pub(crate) async fn me(Caller(caller): Caller, _min: MinPosition) -> axum::Json<Me> {
-    axum::Json(Me {
-        sub: caller.user_id.to_string(),
-        roles: caller.roles,
-    })
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    min: MinPosition,
+) -> Result<Response, ApiError> {
+    let position = min
+        .wait(
+            &state,
+            &[
+                gig_board::NAME,
+                proposals::NAME,
+                contracts::NAME,
+                notifications::NAME,
+                gigledger_projections::read::user_stats::NAME,
+            ],
+        )
+        .await?;
+    Ok(query::answer(
+        position,
+        &Me {
+            sub: caller.user_id.to_string(),
+            roles: caller.roles,
+        },
+    ))
 }
 
 /// `GET /v1/me/gigs` query.
