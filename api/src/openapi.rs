@@ -10,7 +10,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::routes::{self, contracts, disputes, gigs, health, me, proposals, reviews, users};
+use crate::routes::{
+    self, audit, contracts, disputes, gigs, health, me, proposals, reviews, users,
+};
 
 /// What every command answers (plus what a route adds: `contract_id`, `milestone_ids`,
 /// `dispute_id`, …). A command recorded whose follow-up step failed answers `202` with
@@ -67,6 +69,7 @@ pub struct ProblemField {
         me::me, me::my_gigs, me::my_proposals, me::my_contracts, me::my_notifications,
         me::mark_read,
         users::profile,
+        audit::events, audit::stream, audit::verify, audit::reconcile,
     ),
     // Types named only by query parameters are not collected from the paths: listed here.
     components(schemas(

@@ -3,6 +3,7 @@
 //! deal the caller is on). [`table`] gathers them; [`crate::app::app`] puts the layers around, and
 //! [`crate::openapi`] documents exactly the routes of the table.
 
+pub mod audit;
 pub mod contracts;
 pub mod disputes;
 pub mod gigs;
@@ -101,5 +102,6 @@ pub fn table() -> Table {
     let table = disputes::routes(table);
     let table = reviews::routes(table);
     let table = me::routes(table);
-    users::routes(table)
+    let table = users::routes(table);
+    audit::routes(table)
 }

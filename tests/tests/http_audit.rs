@@ -1,0 +1,210 @@
+//! The auditor's routes so far: the global log followed page by page (a late commit is served
+//! once, in its place), one stream's history, the hash-chain check finding an edited payload, and
+//! reconciliation; nobody but auditors and admins reads them.
+
+use std::collections::HashSet;
+
+use gigledger_domain::Role;
+use gigledger_tests::http::{TestApi, User};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// Follows the feed from `cursor` with pages of `limit` until a page comes back empty.
+async fn follow(
+    api: &TestApi,
+    auditor: &User,
+    cursor: &mut Option<String>,
+    limit: u32,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let path = match cursor {
+            Some(c) => format!("/v1/audit/events?limit={limit}&cursor={c}"),
+            None => format!("/v1/audit/events?limit={limit}"),
+        };
+        let page = api.get(auditor, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.json());
+        let body = page.json();
+        let items = body["items"].as_array().expect("items").clone();
+        *cursor = body["next_cursor"].as_str().map(str::to_owned);
+        assert!(cursor.is_some(), "the feed always says where to go on");
+        if items.is_empty() {
+            return seen;
+        }
+        seen.extend(items);
+    }
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn the_feed_serves_every_event_once_in_log_order_and_a_late_commit_in_its_place(
+    pool: PgPool,
+) {
+    let api = TestApi::start(pool.clone()).await;
+    let hired = api.hire(&[20_000, 10_000]).await;
+    api.post(
+        &hired.client,
+        &format!("{}/fund", hired.milestone_path(0)),
+        &json!({}),
+    )
+    .await;
+    let auditor = api.user(&[Role::Auditor]);
+    for limit in [1, 3, 100] {
+        let mut cursor = None;
+        let seen = follow(&api, &auditor, &mut cursor, limit).await;
+        let expected: Vec<i64> =
+            sqlx::query_scalar("select position from events order by transaction_id, position")
+                .fetch_all(&pool)
+                .await
+                .expect("the log");
+        let positions: Vec<i64> = seen
+            .iter()
+            .map(|e| e["position"].as_i64().expect("position"))
+            .collect();
+        assert_eq!(positions, expected, "limit {limit}");
+        assert!(seen
+            .iter()
+            .all(|e| e["hash"].as_str().is_some_and(|h| h.len() == 64)));
+    }
+
+    // A transaction that began earlier and is still open holds the feed back: what committed
+    // after it began is not served until it ends, so nothing it writes can be skipped.
+    let mut cursor = None;
+    follow(&api, &auditor, &mut cursor, 100).await;
+    let mut open = PgConnection::connect_with(&pool.connect_options())
+        .await
+        .expect("a connection");
+    sqlx::query("begin")
+        .execute(&mut open)
+        .await
+        .expect("begin");
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut open)
+        .await
+        .expect("an xid");
+    let funded = api
+        .post(
+            &hired.client,
+            &format!("{}/fund", hired.milestone_path(1)),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(funded.status, StatusCode::OK);
+    let held = follow(&api, &auditor, &mut cursor, 100).await;
+    assert!(held.is_empty(), "served past an open transaction: {held:?}");
+    sqlx::query("commit")
+        .execute(&mut open)
+        .await
+        .expect("commit");
+    let later = follow(&api, &auditor, &mut cursor, 100).await;
+    assert!(
+        later.iter().any(|e| e["type"] == "FundsDeposited"),
+        "{later:?}"
+    );
+    let unique: HashSet<i64> = later
+        .iter()
+        .map(|e| e["position"].as_i64().expect("p"))
+        .collect();
+    assert_eq!(unique.len(), later.len());
+    api.stop().await;
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_streams_history_a_chain_check_that_finds_an_edit_and_reconciliation(pool: PgPool) {
+    let api = TestApi::start(pool.clone()).await;
+    let hired = api.hire(&[20_000]).await;
+    api.post(
+        &hired.client,
+        &format!("{}/fund", hired.milestone_path(0)),
+        &json!({}),
+    )
+    .await;
+    let auditor = api.user(&[Role::Auditor]);
+
+    let history = api
+        .get(
+            &auditor,
+            &format!("/v1/audit/streams/contract/{}/events", hired.contract),
+        )
+        .await;
+    assert_eq!(history.status, StatusCode::OK, "{:?}", history.json());
+    let events = history.json().as_array().expect("events").clone();
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|e| e["sequence"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(
+        sequences,
+        (1..=i64::try_from(sequences.len()).expect("few")).collect::<Vec<_>>()
+    );
+    assert_eq!(events[0]["type"], "ContractStarted");
+
+    let verified = api.get(&auditor, "/v1/audit/verify").await;
+    assert_eq!(verified.status, StatusCode::OK, "{:?}", verified.json());
+    assert_eq!(verified.json()["ok"], true);
+    assert_eq!(
+        verified.json()["checked"].as_i64(),
+        Some(api.event_count().await)
+    );
+    assert_eq!(verified.json()["proves_completeness"], false);
+
+    let reconciled = api.get(&auditor, "/v1/audit/reconcile").await;
+    assert_eq!(reconciled.status, StatusCode::OK);
+    assert_eq!(reconciled.json()["ok"], true, "{:?}", reconciled.json());
+    assert!(reconciled.json()["checked"]
+        .as_u64()
+        .is_some_and(|n| n >= 1));
+
+    // A superuser edits one payload behind the store's back: the check names it.
+    let edited: i64 =
+        sqlx::query_scalar("select position from events where event_type = 'FundsDeposited'")
+            .fetch_one(&pool)
+            .await
+            .expect("the deposit");
+    let mut admin = PgConnection::connect_with(&pool.connect_options())
+        .await
+        .expect("a connection");
+    sqlx::query("set session_replication_role = replica")
+        .execute(&mut admin)
+        .await
+        .expect("triggers off");
+    sqlx::query("update events set payload = jsonb_set(payload, '{FundsDeposited,amount,amount}', '1') where position = $1")
+        .bind(edited)
+        .execute(&mut admin)
+        .await
+        .expect("edited");
+    let verified = api.get(&auditor, "/v1/audit/verify").await;
+    assert_eq!(verified.json()["ok"], false, "{:?}", verified.json());
+    assert_eq!(
+        verified.json()["first_broken"]["position"].as_i64(),
+        Some(edited)
+    );
+
+    // Bad ranges and cursors are problems; other roles are refused.
+    let wide = api
+        .get(&auditor, "/v1/audit/verify?from=1&to=1000000")
+        .await;
+    assert_eq!(wide.status, StatusCode::BAD_REQUEST);
+    assert_eq!(wide.error_fields(), vec!["to"]);
+    let forged = api.get(&auditor, "/v1/audit/events?cursor=forged").await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+    assert_eq!(forged.error_fields(), vec!["cursor"]);
+    for role in [Role::Client, Role::Freelancer, Role::Analyst] {
+        let user = api.user(&[role]);
+        for path in [
+            "/v1/audit/events",
+            "/v1/audit/verify",
+            "/v1/audit/reconcile",
+        ] {
+            let answer = api.get(&user, path).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{role:?} {path}");
+            assert_eq!(answer.problem_type(), "/problems/forbidden");
+        }
+    }
+    let admin_user = api.user(&[Role::Admin]);
+    assert_eq!(
+        api.get(&admin_user, "/v1/audit/reconcile").await.status,
+        StatusCode::OK
+    );
+    api.stop().await;
+}
