@@ -11,7 +11,7 @@ use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::routes::{
-    self, audit, contracts, disputes, gigs, health, me, proposals, reviews, users,
+    self, analytics, audit, contracts, disputes, gigs, health, me, proposals, reviews, users,
 };
 
 /// What every command answers (plus what a route adds: `contract_id`, `milestone_ids`,
@@ -70,11 +70,14 @@ pub struct ProblemField {
         me::mark_read,
         users::profile,
         audit::events, audit::stream, audit::verify, audit::reconcile,
+        analytics::gmv, analytics::funnel, analytics::time_to_hire, analytics::disputes,
+        analytics::skills,
     ),
     // Types named only by query parameters are not collected from the paths: listed here.
     components(schemas(
         CommandAnswer, Problem, ProblemField, gigs::SortParam, gigledger_domain::GigStatus,
         gigledger_projections::read::contracts::DisputeStatus,
+        gigledger_projections::read::analytics::Interval,
     )),
     modifiers(&Conventions)
 )]

@@ -3,6 +3,7 @@
 //! deal the caller is on). [`table`] gathers them; [`crate::app::app`] puts the layers around, and
 //! [`crate::openapi`] documents exactly the routes of the table.
 
+pub mod analytics;
 pub mod audit;
 pub mod contracts;
 pub mod disputes;
@@ -103,5 +104,6 @@ pub fn table() -> Table {
     let table = reviews::routes(table);
     let table = me::routes(table);
     let table = users::routes(table);
-    audit::routes(table)
+    let table = audit::routes(table);
+    analytics::routes(table)
 }
