@@ -90,6 +90,102 @@ async fn analysts_read_figures_of_what_happened_and_nothing_else(pool: PgPool) {
         assert_ne!(answer.json(), Value::Null);
     }
 
+    // The same figures as CSV, read back with a CSV reader.
+    let csv_of = |path: String| {
+        let api = &api;
+        let analyst = &analyst;
+        async move {
+            let position = at.to_string();
+            let answer = api
+                .send(
+                    reqwest::Method::GET,
+                    &path,
+                    Some(&analyst.token),
+                    None,
+                    &[
+                        ("accept", "text/csv"),
+                        ("x-min-position", position.as_str()),
+                    ],
+                )
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{path}");
+            assert!(answer
+                .header("content-type")
+                .is_some_and(|c| c.starts_with("text/csv")));
+            assert!(answer.header("x-position").is_some());
+            let mut reader = csv::Reader::from_reader(answer.bytes.as_slice());
+            let header: Vec<String> = reader
+                .headers()
+                .expect("a header")
+                .iter()
+                .map(str::to_owned)
+                .collect();
+            let rows: Vec<Vec<String>> = reader
+                .records()
+                .map(|r| r.expect("a record").iter().map(str::to_owned).collect())
+                .collect();
+            (header, rows)
+        }
+    };
+    let (header, rows) = csv_of(format!(
+        "/v1/analytics/gmv?from={from}&to={to}&currency=USD"
+    ))
+    .await;
+    assert_eq!(
+        header,
+        [
+            "start",
+            "end",
+            "currency",
+            "gmv_released",
+            "fees",
+            "refunds"
+        ]
+    );
+    assert_eq!(rows.len(), 3);
+    let sum = |column: usize| -> i64 {
+        rows.iter()
+            .map(|r| r[column].parse::<i64>().expect("a number"))
+            .sum()
+    };
+    assert_eq!((sum(3), sum(4), sum(5)), (20_000, 2_000, 0));
+    let (header, rows) = csv_of(format!("/v1/analytics/funnel?from={from}&to={to}")).await;
+    assert_eq!(
+        &header[..4],
+        ["posted", "with_proposals", "hired", "completed"]
+    );
+    assert_eq!(&rows[0][..4], ["1", "1", "1", "1"]);
+    let skills_json = api
+        .get_at(
+            &analyst,
+            &format!("/v1/analytics/skills?from={from}&to={to}"),
+            at,
+        )
+        .await
+        .json();
+    let (header, rows) = csv_of(format!("/v1/analytics/skills?from={from}&to={to}")).await;
+    assert_eq!(header, ["skill", "gigs", "proposals"]);
+    let from_json: Vec<Vec<String>> = skills_json
+        .as_array()
+        .expect("skills")
+        .iter()
+        .map(|s| {
+            vec![
+                s["skill"].as_str().expect("skill").to_owned(),
+                s["gigs"].to_string(),
+                s["proposals"].to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, from_json);
+    for path in ["time-to-hire", "disputes"] {
+        let (header, rows) = csv_of(format!("/v1/analytics/{path}?from={from}&to={to}")).await;
+        assert!(
+            !header.is_empty() && rows.len() == 1,
+            "{path}: {header:?} {rows:?}"
+        );
+    }
+
     // Bad input is a problem naming the parameter.
     let bad = api
         .get(&analyst, "/v1/analytics/gmv?interval=fortnight")

@@ -1,10 +1,14 @@
-//! Analytics from the read models only (issue 10 adds `Accept: text/csv`): GMV, the funnel, time
-//! to hire, disputes and skills, over a range of UTC days. Money is per currency, never summed
-//! across currencies.
+//! Analytics from the read models only: GMV, the funnel, time to hire, disputes and skills, over
+//! a range of UTC days. Money is per currency, never summed across currencies. Each answers JSON,
+//! or RFC 4180 CSV with a header row when asked with `Accept: text/csv` (written by the `csv`
+//! crate: quoting is its business).
 //!
 //! Who (API.md): analysts and admins; anyone else 403.
 
 use axum::extract::State;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use chrono::{Days, NaiveDate};
 use gigledger_domain::{Actor, Role};
@@ -70,6 +74,42 @@ pub struct GmvQuery {
     pub currency: Option<String>,
 }
 
+/// Whether the client asked for CSV.
+fn wants_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| item.trim().starts_with("text/csv"))
+}
+
+/// A CSV answer: `header`, then `rows`, with `X-Position`.
+fn csv_answer(
+    position: i64,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+) -> Result<Response, ApiError> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(header).map_err(ApiError::internal)?;
+    for row in rows {
+        writer.write_record(&row).map_err(ApiError::internal)?;
+    }
+    let bytes = writer.into_inner().map_err(ApiError::internal)?;
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    headers.insert(query::X_POSITION, HeaderValue::from(position));
+    Ok(response)
+}
+
+fn text<T: ToString>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
+}
+
 fn range_error(e: gigledger_projections::read::ReadError) -> ApiError {
     match e {
         gigledger_projections::read::ReadError::InvalidArgument(message) => {
@@ -79,10 +119,11 @@ fn range_error(e: gigledger_projections::read::ReadError) -> ApiError {
     }
 }
 
-#[utoipa::path(get, path = "/v1/analytics/gmv", tag = "analytics", params(GmvQuery), responses((status = 200, description = "released gross, fees and refunds per period and currency", body = Vec<GmvPeriod>)))]
+#[utoipa::path(get, path = "/v1/analytics/gmv", tag = "analytics", params(GmvQuery), responses((status = 200, description = "released gross, fees and refunds per period and currency; `Accept: text/csv` answers RFC 4180 CSV with a header row", body = Vec<GmvPeriod>)))]
 pub(crate) async fn gmv(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    headers: HeaderMap,
     min: MinPosition,
     ApiQuery(params): ApiQuery<GmvQuery>,
 ) -> Result<Response, ApiError> {
@@ -102,13 +143,43 @@ pub(crate) async fn gmv(
     )
     .await
     .map_err(range_error)?;
+    if wants_csv(&headers) {
+        let rows = periods
+            .iter()
+            .flat_map(|p| {
+                p.totals.iter().map(move |t| {
+                    vec![
+                        p.start.to_string(),
+                        p.end.to_string(),
+                        t.currency.clone(),
+                        t.gmv_released.to_string(),
+                        t.fees.to_string(),
+                        t.refunds.to_string(),
+                    ]
+                })
+            })
+            .collect();
+        return csv_answer(
+            position,
+            &[
+                "start",
+                "end",
+                "currency",
+                "gmv_released",
+                "fees",
+                "refunds",
+            ],
+            rows,
+        );
+    }
     Ok(query::answer(position, &periods))
 }
 
-#[utoipa::path(get, path = "/v1/analytics/funnel", tag = "analytics", params(Range), responses((status = 200, description = "gigs posted in the range: with proposals, hired, completed, and the rates", body = Funnel)))]
+#[utoipa::path(get, path = "/v1/analytics/funnel", tag = "analytics", params(Range), responses((status = 200, description = "gigs posted in the range: with proposals, hired, completed, and the rates; `Accept: text/csv` answers RFC 4180 CSV with a header row", body = Funnel)))]
 pub(crate) async fn funnel(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    headers: HeaderMap,
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
@@ -118,13 +189,40 @@ pub(crate) async fn funnel(
     let funnel = analytics::funnel(&state.pool, from, to)
         .await
         .map_err(range_error)?;
+    if wants_csv(&headers) {
+        let f = &funnel;
+        return csv_answer(
+            position,
+            &[
+                "posted",
+                "with_proposals",
+                "hired",
+                "completed",
+                "proposal_rate_bps",
+                "hire_rate_bps",
+                "completion_rate_bps",
+                "posted_to_hired_rate_bps",
+            ],
+            vec![vec![
+                f.posted.to_string(),
+                f.with_proposals.to_string(),
+                f.hired.to_string(),
+                f.completed.to_string(),
+                text(f.proposal_rate.basis_points),
+                text(f.hire_rate.basis_points),
+                text(f.completion_rate.basis_points),
+                text(f.posted_to_hired_rate.basis_points),
+            ]],
+        );
+    }
     Ok(query::answer(position, &funnel))
 }
 
-#[utoipa::path(get, path = "/v1/analytics/time-to-hire", tag = "analytics", params(Range), responses((status = 200, description = "percentiles of posted → accepted over the hires accepted in the range", body = TimeToHire)))]
+#[utoipa::path(get, path = "/v1/analytics/time-to-hire", tag = "analytics", params(Range), responses((status = 200, description = "percentiles of posted → accepted over the hires accepted in the range; `Accept: text/csv` answers RFC 4180 CSV with a header row", body = TimeToHire)))]
 pub(crate) async fn time_to_hire(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    headers: HeaderMap,
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
@@ -134,13 +232,26 @@ pub(crate) async fn time_to_hire(
     let figures = analytics::time_to_hire(&state.pool, from, to)
         .await
         .map_err(range_error)?;
+    if wants_csv(&headers) {
+        return csv_answer(
+            position,
+            &["hires", "p50_seconds", "p90_seconds", "p99_seconds"],
+            vec![vec![
+                figures.hires.to_string(),
+                text(figures.p50_seconds),
+                text(figures.p90_seconds),
+                text(figures.p99_seconds),
+            ]],
+        );
+    }
     Ok(query::answer(position, &figures))
 }
 
-#[utoipa::path(get, path = "/v1/analytics/disputes", tag = "analytics", params(Range), responses((status = 200, description = "disputes opened and resolved, share of escrow refunded per currency", body = DisputeStats)))]
+#[utoipa::path(get, path = "/v1/analytics/disputes", tag = "analytics", params(Range), responses((status = 200, description = "disputes opened and resolved, share of escrow refunded per currency; `Accept: text/csv` answers RFC 4180 CSV with a header row", body = DisputeStats)))]
 pub(crate) async fn disputes(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    headers: HeaderMap,
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
@@ -150,13 +261,42 @@ pub(crate) async fn disputes(
     let figures = analytics::disputes(&state.pool, from, to)
         .await
         .map_err(range_error)?;
+    if wants_csv(&headers) {
+        // One row per currency of the refunded share (the counts repeat); one row without a
+        // currency when nothing was resolved.
+        let counts = [figures.opened.to_string(), figures.resolved.to_string()];
+        let mut rows: Vec<Vec<String>> = figures
+            .refund_share
+            .iter()
+            .map(|share| {
+                let mut row = counts.to_vec();
+                row.extend([
+                    share.currency.clone(),
+                    share.refunded.to_string(),
+                    share.settled.to_string(),
+                ]);
+                row
+            })
+            .collect();
+        if rows.is_empty() {
+            let mut row = counts.to_vec();
+            row.extend([String::new(), String::new(), String::new()]);
+            rows.push(row);
+        }
+        return csv_answer(
+            position,
+            &["opened", "resolved", "currency", "refunded", "settled"],
+            rows,
+        );
+    }
     Ok(query::answer(position, &figures))
 }
 
-#[utoipa::path(get, path = "/v1/analytics/skills", tag = "analytics", params(Range), responses((status = 200, description = "demand (gigs) and supply (proposals) by skill", body = Vec<SkillActivity>)))]
+#[utoipa::path(get, path = "/v1/analytics/skills", tag = "analytics", params(Range), responses((status = 200, description = "demand (gigs) and supply (proposals) by skill; `Accept: text/csv` answers RFC 4180 CSV with a header row", body = Vec<SkillActivity>)))]
 pub(crate) async fn skills(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    headers: HeaderMap,
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
@@ -166,5 +306,12 @@ pub(crate) async fn skills(
     let figures = analytics::skills(&state.pool, from, to)
         .await
         .map_err(range_error)?;
+    if wants_csv(&headers) {
+        let rows = figures
+            .iter()
+            .map(|s| vec![s.skill.clone(), s.gigs.to_string(), s.proposals.to_string()])
+            .collect();
+        return csv_answer(position, &["skill", "gigs", "proposals"], rows);
+    }
     Ok(query::answer(position, &figures))
 }
