@@ -69,7 +69,7 @@ pub struct ProblemField {
         me::me, me::my_gigs, me::my_proposals, me::my_contracts, me::my_notifications,
         me::mark_read,
         users::profile,
-        audit::events, audit::stream, audit::verify, audit::reconcile,
+        audit::events, audit::stream, audit::state_as_of, audit::verify, audit::reconcile,
         analytics::gmv, analytics::funnel, analytics::time_to_hire, analytics::disputes,
         analytics::skills,
     ),

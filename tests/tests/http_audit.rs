@@ -208,3 +208,90 @@ async fn a_streams_history_a_chain_check_that_finds_an_edit_and_reconciliation(p
     );
     api.stop().await;
 }
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_contracts_state_as_of_every_version_and_time_is_the_fold_of_its_first_events(
+    pool: PgPool,
+) {
+    use cqrs_es::Aggregate as _;
+    let api = TestApi::start(pool).await;
+    let hired = api.hire(&[20_000, 5_000]).await;
+    api.post(
+        &hired.client,
+        &format!("{}/fund", hired.milestone_path(0)),
+        &json!({}),
+    )
+    .await;
+    api.post(
+        &hired.freelancer,
+        &format!("{}/submit", hired.milestone_path(0)),
+        &json!({ "note": "done" }),
+    )
+    .await;
+    api.post(
+        &hired.client,
+        &format!("{}/approve", hired.milestone_path(0)),
+        &json!({}),
+    )
+    .await;
+    let auditor = api.user(&[Role::Auditor]);
+    let base = format!("/v1/audit/streams/contract/{}", hired.contract);
+    let history = api.get(&auditor, &format!("{base}/events")).await.json();
+    let events = history.as_array().expect("events").clone();
+    assert!(events.len() >= 4, "{events:?}");
+    let mut folded = gigledger_domain::Contract::default();
+    for (i, event) in events.iter().enumerate() {
+        let decoded: gigledger_domain::ContractEvent =
+            serde_json::from_value(event["payload"].clone()).expect("a contract event");
+        folded.apply(decoded);
+        let n = i + 1;
+        let at_version = api
+            .get(&auditor, &format!("{base}/state?version={n}"))
+            .await;
+        assert_eq!(at_version.status, StatusCode::OK, "{:?}", at_version.json());
+        assert_eq!(
+            at_version.json()["version"].as_u64(),
+            Some(u64::try_from(n).expect("n"))
+        );
+        assert_eq!(
+            at_version.json()["state"],
+            serde_json::to_value(&folded).expect("state"),
+            "version {n}"
+        );
+        // `at` the time version n was recorded: the last event recorded then (a later event of
+        // the same instant would be included too; each step here is its own command).
+        let at = event["recorded_at"].as_str().expect("a time");
+        let at_time = api
+            .get(
+                &auditor,
+                &format!("{base}/state?at={}", at.replace('+', "%2B")),
+            )
+            .await;
+        assert_eq!(at_time.status, StatusCode::OK, "{:?}", at_time.json());
+        assert!(at_time.json()["version"].as_u64() >= Some(u64::try_from(n).expect("n")));
+    }
+    let beyond = api
+        .get(
+            &auditor,
+            &format!("{base}/state?version={}", events.len() + 1),
+        )
+        .await;
+    assert_eq!(beyond.status, StatusCode::NOT_FOUND);
+    let before = api
+        .get(&auditor, &format!("{base}/state?at=2000-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(before.status, StatusCode::NOT_FOUND);
+    let both = api
+        .get(
+            &auditor,
+            &format!("{base}/state?version=1&at=2000-01-01T00:00:00Z"),
+        )
+        .await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    let client = api.user(&[Role::Client]);
+    assert_eq!(
+        api.get(&client, &format!("{base}/state")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    api.stop().await;
+}

@@ -27,6 +27,11 @@ pub fn routes(table: Table) -> Table {
             WHO,
             stream,
         )
+        .get(
+            "/v1/audit/streams/{aggregate_type}/{aggregate_id}/state",
+            WHO,
+            state_as_of,
+        )
         .get("/v1/audit/verify", WHO, verify)
         .get("/v1/audit/reconcile", WHO, reconcile)
 }
@@ -278,4 +283,105 @@ pub(crate) async fn reconcile(
             "mismatches": report.mismatches,
         }),
     )))
+}
+
+/// `?version=N` or `?at=<RFC 3339>` (one of them; neither: the current state).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AsOfQuery {
+    /// The stream's version (its sequence) to stop at.
+    pub version: Option<i64>,
+    /// The last event recorded at or before this time.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The most events one replay reads (a stream is far shorter: a gig's proposals, a contract's
+/// milestones).
+const REPLAY_MAX: i64 = 100_000;
+
+/// An aggregate's state as of a version or a time.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct StateAsOf {
+    aggregate_type: String,
+    aggregate_id: String,
+    /// The version (sequence) the state reflects.
+    version: i64,
+    /// When that version was recorded.
+    recorded_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The aggregate as its own `apply` rebuilds it (through the upcasters).
+    #[schema(value_type = Object)]
+    state: serde_json::Value,
+}
+
+/// Folds `events` (in sequence order) with the aggregate type's own `apply`, each payload brought
+/// to the current version by the upcasters first.
+fn replay<A>(events: &[RecordedEvent]) -> Result<serde_json::Value, ApiError>
+where
+    A: cqrs_es::Aggregate + Default + Serialize,
+{
+    let mut aggregate = A::default();
+    for event in events {
+        let payload = gigledger_domain::upcast::upcast(
+            &event.aggregate_type,
+            &event.event_type,
+            &event.event_version,
+            std::borrow::Cow::Borrowed(&event.payload),
+        )
+        .map_err(ApiError::internal)?;
+        let decoded: A::Event =
+            serde_json::from_value(payload.into_owned()).map_err(ApiError::internal)?;
+        aggregate.apply(decoded);
+    }
+    serde_json::to_value(&aggregate).map_err(ApiError::internal)
+}
+
+/// The aggregate's state rebuilt by replaying its own events up to a version or a time.
+#[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{aggregate_id}/state", tag = "audit", params(("aggregate_type" = String, Path, description = "gig, contract or escrow"), ("aggregate_id" = String, Path, description = "the aggregate's id"), AsOfQuery), responses((status = 200, description = "the state as of that version or time, and the version and time it reflects", body = StateAsOf)))]
+pub(crate) async fn state_as_of(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath((aggregate_type, aggregate_id)): ApiPath<(String, String)>,
+    ApiQuery(params): ApiQuery<AsOfQuery>,
+) -> Result<Response, ApiError> {
+    require_auditor(&caller)?;
+    if params.version.is_some() && params.at.is_some() {
+        return Err(ApiError::bad_request(
+            "at",
+            "give `version` or `at`, not both",
+        ));
+    }
+    if params.version.is_some_and(|v| v < 1) {
+        return Err(ApiError::bad_request("version", "versions start at 1"));
+    }
+    let limit = params.version.unwrap_or(REPLAY_MAX).min(REPLAY_MAX);
+    let mut events = log::read_stream(&state.pool, &aggregate_type, &aggregate_id, 0, limit)
+        .await
+        .map_err(|e| read_failed(&e))?;
+    if let Some(at) = params.at {
+        events.retain(|e| e.recorded_at <= at);
+    }
+    let not_found = || ApiError::NotFound {
+        detail: "no such stream at that version or time".to_owned(),
+    };
+    let last = events.last().ok_or_else(not_found)?;
+    if params.version.is_some_and(|v| v != last.sequence) {
+        return Err(not_found());
+    }
+    let (version, recorded_at, position) = (last.sequence, last.recorded_at, last.position);
+    let rebuilt = match aggregate_type.as_str() {
+        "gig" => replay::<gigledger_domain::Gig>(&events)?,
+        "contract" => replay::<gigledger_domain::Contract>(&events)?,
+        "escrow" => replay::<gigledger_domain::Escrow>(&events)?,
+        _ => return Err(not_found()),
+    };
+    Ok(query::answer(
+        position,
+        &StateAsOf {
+            aggregate_type,
+            aggregate_id,
+            version,
+            recorded_at: Some(recorded_at),
+            state: rebuilt,
+        },
+    ))
 }
