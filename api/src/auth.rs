@@ -521,6 +521,18 @@ fn signing_keys(set: &JwkSet) -> Vec<SetKey> {
         .collect()
 }
 
+/// `403` unless `actor` has one of `roles`: a route's role rule (API.md's "who"); which side of a
+/// deal the caller is on is the domain's to decide.
+pub fn require_any(actor: &Actor, roles: &[Role]) -> Result<(), crate::error::ApiError> {
+    if roles.iter().any(|role| actor.has_role(*role)) {
+        return Ok(());
+    }
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    Err(crate::error::ApiError::Forbidden {
+        detail: format!("this needs the role {}", names.join(" or ")),
+    })
+}
+
 /// The authenticated caller of a request. Extracting it from a request without a valid bearer
 /// token answers 401 (see [`AuthError`]'s response).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -58,14 +58,7 @@ impl<T> CommandRequest<T> {
     /// `403` unless the caller has one of `roles` (the route's "who" of API.md; the domain then
     /// checks which side of the deal they are on).
     pub fn require_any(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.iter().any(|role| self.actor.has_role(*role)) {
-            Ok(())
-        } else {
-            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            Err(ApiError::Forbidden {
-                detail: format!("this needs the role {}", names.join(" or ")),
-            })
-        }
+        crate::auth::require_any(&self.actor, roles)
     }
 
     /// The idempotency key the client sent, if any.

@@ -11,13 +11,13 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use chrono::{Days, NaiveDate};
-use gigledger_domain::{Actor, Role};
+use gigledger_domain::Role;
 use gigledger_projections::read::analytics::{
     self, DisputeStats, Funnel, GmvPeriod, Interval, SkillActivity, TimeToHire,
 };
 use serde::Deserialize;
 
-use crate::auth::Caller;
+use crate::auth::{require_any, Caller};
 use crate::error::{ApiError, ApiQuery};
 use crate::query::{self, from_read, MinPosition};
 use crate::routes::Table;
@@ -32,16 +32,6 @@ pub fn routes(table: Table) -> Table {
         .get("/v1/analytics/time-to-hire", WHO, time_to_hire)
         .get("/v1/analytics/disputes", WHO, disputes)
         .get("/v1/analytics/skills", WHO, skills)
-}
-
-fn require_analyst(caller: &Actor) -> Result<(), ApiError> {
-    if caller.has_role(Role::Analyst) || caller.has_role(Role::Admin) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden {
-            detail: "analytics are for analysts and admins".to_owned(),
-        })
-    }
 }
 
 /// `?from=&to=` UTC days, inclusive; default the last 30 days to today.
@@ -127,7 +117,7 @@ pub(crate) async fn gmv(
     min: MinPosition,
     ApiQuery(params): ApiQuery<GmvQuery>,
 ) -> Result<Response, ApiError> {
-    require_analyst(&caller)?;
+    require_any(&caller, &[Role::Analyst, Role::Admin])?;
     let (from, to) = Range {
         from: params.from,
         to: params.to,
@@ -183,7 +173,7 @@ pub(crate) async fn funnel(
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
-    require_analyst(&caller)?;
+    require_any(&caller, &[Role::Analyst, Role::Admin])?;
     let (from, to) = range.days(state.services.now().date_naive());
     let position = min.wait(&state, &[analytics::NAME]).await?;
     let funnel = analytics::funnel(&state.pool, from, to)
@@ -226,7 +216,7 @@ pub(crate) async fn time_to_hire(
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
-    require_analyst(&caller)?;
+    require_any(&caller, &[Role::Analyst, Role::Admin])?;
     let (from, to) = range.days(state.services.now().date_naive());
     let position = min.wait(&state, &[analytics::NAME]).await?;
     let figures = analytics::time_to_hire(&state.pool, from, to)
@@ -255,7 +245,7 @@ pub(crate) async fn disputes(
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
-    require_analyst(&caller)?;
+    require_any(&caller, &[Role::Analyst, Role::Admin])?;
     let (from, to) = range.days(state.services.now().date_naive());
     let position = min.wait(&state, &[analytics::NAME]).await?;
     let figures = analytics::disputes(&state.pool, from, to)
@@ -300,7 +290,7 @@ pub(crate) async fn skills(
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
-    require_analyst(&caller)?;
+    require_any(&caller, &[Role::Analyst, Role::Admin])?;
     let (from, to) = range.days(state.services.now().date_naive());
     let position = min.wait(&state, &[analytics::NAME]).await?;
     let figures = analytics::skills(&state.pool, from, to)

@@ -7,11 +7,11 @@
 use axum::extract::State;
 use axum::response::Response;
 use base64::Engine as _;
-use gigledger_domain::{Actor, Role};
+use gigledger_domain::Role;
 use gigledger_projections::log::{self, Checkpoint, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Caller;
+use crate::auth::{require_any, Caller};
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::query::{self, read_failed};
 use crate::routes::Table;
@@ -34,16 +34,6 @@ pub fn routes(table: Table) -> Table {
         )
         .get("/v1/audit/verify", WHO, verify)
         .get("/v1/audit/reconcile", WHO, reconcile)
-}
-
-fn require_auditor(caller: &Actor) -> Result<(), ApiError> {
-    if caller.has_role(Role::Auditor) || caller.has_role(Role::Admin) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden {
-            detail: "the audit routes are for auditors and admins".to_owned(),
-        })
-    }
 }
 
 /// One stored event as an auditor reads it.
@@ -148,7 +138,7 @@ pub(crate) async fn events(
     Caller(caller): Caller,
     ApiQuery(params): ApiQuery<FeedQuery>,
 ) -> Result<Response, ApiError> {
-    require_auditor(&caller)?;
+    require_any(&caller, &[Role::Auditor, Role::Admin])?;
     let limit = feed_limit(params.limit)?;
     let after = params
         .cursor
@@ -188,7 +178,7 @@ pub(crate) async fn stream(
     ApiPath((aggregate_type, aggregate_id)): ApiPath<(String, String)>,
     ApiQuery(params): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    require_auditor(&caller)?;
+    require_any(&caller, &[Role::Auditor, Role::Admin])?;
     let limit = feed_limit(params.limit)?;
     let events = log::read_stream(
         &state.pool,
@@ -236,7 +226,7 @@ pub(crate) async fn verify(
     Caller(caller): Caller,
     ApiQuery(params): ApiQuery<VerifyQuery>,
 ) -> Result<Response, ApiError> {
-    require_auditor(&caller)?;
+    require_any(&caller, &[Role::Auditor, Role::Admin])?;
     let from = params.from.unwrap_or(1).max(1);
     let to = params.to.unwrap_or(from.saturating_add(VERIFY_SPAN - 1));
     if to < from || to - from >= VERIFY_SPAN {
@@ -272,7 +262,7 @@ pub(crate) async fn reconcile(
     State(state): State<AppState>,
     Caller(caller): Caller,
 ) -> Result<Response, ApiError> {
-    require_auditor(&caller)?;
+    require_any(&caller, &[Role::Auditor, Role::Admin])?;
     let report = gigledger_commands::reconcile::reconcile(&state.pool)
         .await
         .map_err(|e| read_failed(&e))?;
@@ -343,7 +333,7 @@ pub(crate) async fn state_as_of(
     ApiPath((aggregate_type, aggregate_id)): ApiPath<(String, String)>,
     ApiQuery(params): ApiQuery<AsOfQuery>,
 ) -> Result<Response, ApiError> {
-    require_auditor(&caller)?;
+    require_any(&caller, &[Role::Auditor, Role::Admin])?;
     if params.version.is_some() && params.at.is_some() {
         return Err(ApiError::bad_request(
             "at",

@@ -13,7 +13,7 @@ use gigledger_projections::read::contracts::{
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::{require_any, Caller};
 use crate::command::{self, CommandRequest, Reply};
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::query::{self, from_read, Listed, MinPosition};
@@ -146,11 +146,7 @@ pub(crate) async fn queue(
     min: MinPosition,
     ApiQuery(params): ApiQuery<QueueQuery>,
 ) -> Result<Response, ApiError> {
-    if !caller.has_role(Role::Admin) {
-        return Err(ApiError::Forbidden {
-            detail: "the dispute queue is for admins".to_owned(),
-        });
-    }
+    require_any(&caller, &[Role::Admin])?;
     let limit = query::Paging {
         limit: params.limit,
         cursor: None,

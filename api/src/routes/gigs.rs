@@ -147,9 +147,14 @@ pub(crate) async fn close(
     ApiPath(gig_id): ApiPath<Uuid>,
     request: CommandRequest<Empty>,
 ) -> Response {
-    owner_command(state, "close_gig", gig_id, request, |actor, at| {
-        GigCommand::CloseGig { actor, at }
-    })
+    bodyless_gig_command(
+        state,
+        "close_gig",
+        gig_id,
+        Role::Client,
+        request,
+        |actor, at| GigCommand::CloseGig { actor, at },
+    )
     .await
 }
 
@@ -160,20 +165,33 @@ pub(crate) async fn cancel(
     ApiPath(gig_id): ApiPath<Uuid>,
     request: CommandRequest<Empty>,
 ) -> Response {
-    owner_command(state, "cancel_gig", gig_id, request, |actor, at| {
-        GigCommand::CancelGig { actor, at }
-    })
+    bodyless_gig_command(
+        state,
+        "cancel_gig",
+        gig_id,
+        Role::Client,
+        request,
+        |actor, at| GigCommand::CancelGig { actor, at },
+    )
     .await
 }
 
-async fn owner_command(
+/// A gig command without a body, sent by a caller with `role` (the domain then checks the
+/// caller is the owner or the proposal's author), answered `200` with its outcome.
+pub(crate) async fn bodyless_gig_command<F>(
     state: AppState,
     name: &'static str,
     gig_id: Uuid,
+    role: Role,
     request: CommandRequest<Empty>,
-    make: fn(gigledger_domain::Actor, chrono::DateTime<chrono::Utc>) -> GigCommand,
-) -> Response {
-    if let Err(e) = request.require_any(&[Role::Client]) {
+    make: F,
+) -> Response
+where
+    F: FnOnce(gigledger_domain::Actor, chrono::DateTime<chrono::Utc>) -> GigCommand
+        + Send
+        + 'static,
+{
+    if let Err(e) = request.require_any(&[role]) {
         return axum::response::IntoResponse::into_response(e);
     }
     command::run(&state, name, request, move |inv| async move {

@@ -6,11 +6,11 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use gigledger_domain::{Actor, GigStatus, Role};
+use gigledger_domain::{GigStatus, Role};
 use gigledger_projections::read::{contracts, gig_board, notifications, proposals};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Caller;
+use crate::auth::{require_any, Caller};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::query::{self, from_read, Listed, MinPosition, Paging};
 use crate::routes::Table;
@@ -24,16 +24,6 @@ pub fn routes(table: Table) -> Table {
         .get("/v1/me/contracts", "client or freelancer", my_contracts)
         .get("/v1/me/notifications", "anyone signed in", my_notifications)
         .post("/v1/me/notifications/read", "anyone signed in", mark_read)
-}
-
-fn require_any(actor: &Actor, roles: &[Role]) -> Result<(), ApiError> {
-    if roles.iter().any(|r| actor.has_role(*r)) {
-        return Ok(());
-    }
-    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    Err(ApiError::Forbidden {
-        detail: format!("this needs the role {}", names.join(" or ")),
-    })
 }
 
 /// `GET /v1/me`.

@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::command::{self, CommandRequest, Reply};
 use crate::error::{ApiError, ApiPath, ApiQuery};
 use crate::query::{self, from_read, Listed, MinPosition, Paging};
-use crate::routes::gigs::Empty;
+use crate::routes::gigs::{bodyless_gig_command, Empty};
 use crate::routes::Table;
 use crate::state::AppState;
 
@@ -125,28 +125,16 @@ pub(crate) async fn withdraw(
     ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Empty>,
 ) -> Response {
-    if let Err(e) = request.require_any(&[Role::Freelancer]) {
-        return e.into_response();
-    }
-    command::run(
-        &state,
+    bodyless_gig_command(
+        state,
         "withdraw_proposal",
+        gig_id,
+        Role::Freelancer,
         request,
-        move |inv| async move {
-            let outcome = inv
-                .services
-                .gig(
-                    GigId(gig_id),
-                    GigCommand::WithdrawProposal {
-                        proposal_id: ProposalId(proposal_id),
-                        actor: inv.actor,
-                        at: inv.services.now(),
-                    },
-                    &inv.ctx,
-                )
-                .await
-                .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
-            Ok(Reply::ok(&outcome))
+        move |actor, at| GigCommand::WithdrawProposal {
+            proposal_id: ProposalId(proposal_id),
+            actor,
+            at,
         },
     )
     .await
@@ -159,25 +147,18 @@ pub(crate) async fn reject(
     ApiPath((gig_id, proposal_id)): ApiPath<(Uuid, Uuid)>,
     request: CommandRequest<Empty>,
 ) -> Response {
-    if let Err(e) = request.require_any(&[Role::Client]) {
-        return e.into_response();
-    }
-    command::run(&state, "reject_proposal", request, move |inv| async move {
-        let outcome = inv
-            .services
-            .gig(
-                GigId(gig_id),
-                GigCommand::RejectProposal {
-                    proposal_id: ProposalId(proposal_id),
-                    actor: inv.actor,
-                    at: inv.services.now(),
-                },
-                &inv.ctx,
-            )
-            .await
-            .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
-        Ok(Reply::ok(&outcome))
-    })
+    bodyless_gig_command(
+        state,
+        "reject_proposal",
+        gig_id,
+        Role::Client,
+        request,
+        move |actor, at| GigCommand::RejectProposal {
+            proposal_id: ProposalId(proposal_id),
+            actor,
+            at,
+        },
+    )
     .await
 }
 
