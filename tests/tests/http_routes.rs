@@ -87,6 +87,9 @@ const ROUTES: &[(&str, &str, bool)] = &[
 struct Checker<'a> {
     api: &'a TestApi,
     seen: BTreeMap<(&'static str, &'static str), BTreeSet<Kind>>,
+    /// The highest position a command of this test answered: every query waits for it, so that
+    /// a read sees the writes before it (read your writes, as a frontend does).
+    written: i64,
 }
 
 impl<'a> Checker<'a> {
@@ -107,6 +110,13 @@ impl<'a> Checker<'a> {
     ) -> Answer {
         let method = Method::from_bytes(route.0.as_bytes()).expect("a method");
         let events = self.api.event_count().await;
+        let written = self.written.to_string();
+        let wait: &[(&str, &str)] =
+            if method == Method::GET && self.written > 0 && !path.contains("min_position") {
+                &[("x-min-position", written.as_str())]
+            } else {
+                &[]
+            };
         let answer = self
             .api
             .send(
@@ -114,9 +124,16 @@ impl<'a> Checker<'a> {
                 path,
                 user.map(|u| u.token.as_str()),
                 body.as_ref(),
-                &[],
+                wait,
             )
             .await;
+        if let Some(position) = answer
+            .json()
+            .get("position")
+            .and_then(serde_json::Value::as_i64)
+        {
+            self.written = self.written.max(position);
+        }
         assert_eq!(
             answer.status,
             status,
@@ -271,6 +288,7 @@ async fn every_route_answers_its_success_401_refusal_and_bad_input_as_problems(p
     let mut c = Checker {
         api: &api,
         seen: BTreeMap::new(),
+        written: 0,
     };
     let client = api.user(&[Role::Client]);
     let freelancer = api.user(&[Role::Freelancer]);
