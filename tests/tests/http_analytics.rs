@@ -211,7 +211,11 @@ async fn analysts_read_figures_of_what_happened_and_nothing_else(pool: PgPool) {
     let contract = api.get(&analyst, &hired.contract_path()).await;
     assert_eq!(contract.status, StatusCode::NOT_FOUND);
     let proposals = api
-        .get(&analyst, &format!("/v1/gigs/{}/proposals", hired.gig))
+        .get_at(
+            &analyst,
+            &format!("/v1/gigs/{}/proposals", hired.gig),
+            hired.position,
+        )
         .await;
     assert_eq!(proposals.status, StatusCode::FORBIDDEN);
     // ... and nobody else reads analytics.

@@ -337,8 +337,12 @@ async fn each_role_may_do_only_what_api_md_gives_it(pool: PgPool) {
     // A client who is not the owner cannot read a gig's proposals.
     refused(
         &api,
-        api.get(&stranger, &format!("/v1/gigs/{}/proposals", hired.gig))
-            .await,
+        api.get_at(
+            &stranger,
+            &format!("/v1/gigs/{}/proposals", hired.gig),
+            hired.position,
+        )
+        .await,
         StatusCode::FORBIDDEN,
         events,
     )
