@@ -49,6 +49,50 @@ pub enum AuditCommand {
     /// exactly one deposit of the same amount and currency, and every deposit its charge. Prints
     /// each mismatch and exits with 1 when there is any.
     Reconcile(DatabaseSettings),
+    /// Walk every stream's hash chain over the whole log, then recompute the ledger digest from
+    /// the events and compare it with a digest kept earlier (--position and --digest) or, without
+    /// them, with the latest one the service recorded. Exits with 1 on any difference.
+    Verify {
+        #[command(flatten)]
+        database: DatabaseSettings,
+        /// The position a kept digest was given at (`GET /v1/audit/digest`).
+        #[arg(long, requires = "digest")]
+        position: Option<i64>,
+        /// The kept digest, hex.
+        #[arg(long, requires = "position")]
+        digest: Option<String>,
+    },
+    /// Write the log as JSON Lines to standard output (events after --after and before --before,
+    /// positions in log order), ending with the ledger digest at the last event.
+    Export {
+        #[command(flatten)]
+        database: DatabaseSettings,
+        #[arg(long)]
+        after: Option<i64>,
+        #[arg(long)]
+        before: Option<i64>,
+    },
+    /// Check an exported file with no database: every event's hash, every stream's links, the log
+    /// order, and the digest line. Prints the end digest to compare with one kept earlier; names
+    /// the first line that does not check and exits with 1.
+    VerifyExport {
+        /// The file `audit export` (or `GET /v1/audit/export`) wrote.
+        file: std::path::PathBuf,
+    },
+    /// Print an aggregate's state rebuilt from its events as of a version or a time (JSON).
+    Replay {
+        /// gig, contract or escrow.
+        aggregate_type: String,
+        aggregate_id: String,
+        /// Stop at this version (sequence).
+        #[arg(long, conflicts_with = "at")]
+        version: Option<i64>,
+        /// Stop at the last event recorded at or before this RFC 3339 time.
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        database: DatabaseSettings,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,7 +152,7 @@ async fn run(command: Command) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string()),
         Command::Projections(command) => projections(command).await,
-        Command::Audit(AuditCommand::Reconcile(settings)) => reconcile(&settings).await,
+        Command::Audit(command) => audit(command).await,
         Command::Token(args) => token(&args),
         Command::Migrate(settings) => {
             let pool = crate::db::prepare(&settings)
@@ -121,9 +165,127 @@ async fn run(command: Command) -> Result<(), String> {
     }
 }
 
+async fn audit(command: AuditCommand) -> Result<(), String> {
+    match command {
+        AuditCommand::Reconcile(settings) => reconcile(&settings).await,
+        AuditCommand::Verify {
+            database,
+            position,
+            digest,
+        } => {
+            let pool = audited(&database).await?;
+            let kept = position.zip(digest);
+            let outcome = crate::audit::verify_all(&pool, kept).await;
+            pool.close().await;
+            let outcome = outcome.map_err(|e| format!("cannot verify: {e}"))?;
+            for line in &outcome.lines {
+                println!("{line}");
+            }
+            if outcome.ok {
+                Ok(())
+            } else {
+                Err("the log is not what it was: see above".to_owned())
+            }
+        }
+        AuditCommand::Export {
+            database,
+            after,
+            before,
+        } => {
+            let pool = audited(&database).await?;
+            let written = export(&pool, after, before).await;
+            pool.close().await;
+            written
+        }
+        AuditCommand::VerifyExport { file } => {
+            let opened = std::fs::File::open(&file)
+                .map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+            let report =
+                gigledger_projections::export::verify_export(std::io::BufReader::new(opened))
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            if let Some(problem) = &report.problem {
+                return Err(format!(
+                    "{} does not verify: line {}: {}",
+                    file.display(),
+                    problem.line,
+                    problem.problem
+                ));
+            }
+            let end = report.end.as_ref().map_or_else(String::new, |end| {
+                format!(
+                    "; digest at position {}: {} ({} events)",
+                    end.position, end.digest, end.events
+                )
+            });
+            println!(
+                "ok: {} events of {} streams verify{end}",
+                report.events, report.streams
+            );
+            if report.links_into_earlier_log > 0 {
+                println!(
+                    "note: {} streams continue from events before the file; their links to those are as the file states",
+                    report.links_into_earlier_log
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::Replay {
+            aggregate_type,
+            aggregate_id,
+            version,
+            at,
+            database,
+        } => {
+            let pool = audited(&database).await?;
+            let state =
+                crate::audit::replay_as_of(&pool, &aggregate_type, &aggregate_id, version, at)
+                    .await;
+            pool.close().await;
+            match state.map_err(|e| format!("cannot replay: {e}"))? {
+                Some(state) => {
+                    let text = serde_json::to_string_pretty(&state).map_err(|e| e.to_string())?;
+                    println!("{text}");
+                    Ok(())
+                }
+                None => Err(format!(
+                    "no {aggregate_type} {aggregate_id} at that version or time (types: {})",
+                    crate::audit::AGGREGATE_TYPES.join(", ")
+                )),
+            }
+        }
+    }
+}
+
+/// Writes the export to standard output as it is read (a closed pipe ends it quietly).
+async fn export(
+    pool: &sqlx::PgPool,
+    after: Option<i64>,
+    before: Option<i64>,
+) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut exporter = gigledger_projections::export::Exporter::start(pool, after, before)
+        .await
+        .map_err(|e| format!("cannot export: {e}"))?;
+    // A CLI's one task: blocking writes to standard output hold nothing else up.
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    while let Some(chunk) = exporter
+        .next_chunk()
+        .await
+        .map_err(|e| format!("the export failed midway: {e}"))?
+    {
+        match out.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(format!("cannot write the export: {e}")),
+        }
+    }
+    out.flush()
+        .map_err(|e| format!("cannot write the export: {e}"))
+}
+
 /// An audit changes nothing: it connects to an existing database (never creates or migrates
 /// one) and refuses one whose migrations are not all applied.
-async fn reconcile(settings: &DatabaseSettings) -> Result<(), String> {
+async fn audited(settings: &DatabaseSettings) -> Result<sqlx::PgPool, String> {
     let pool = crate::db::connect(settings)
         .await
         .map_err(|e| e.to_string())?;
@@ -136,6 +298,11 @@ async fn reconcile(settings: &DatabaseSettings) -> Result<(), String> {
             pending.len()
         ));
     }
+    Ok(pool)
+}
+
+async fn reconcile(settings: &DatabaseSettings) -> Result<(), String> {
+    let pool = audited(settings).await?;
     let found = gigledger_commands::reconcile::reconcile(&pool)
         .await
         .map_err(|e| format!("cannot reconcile: {e}"))?;

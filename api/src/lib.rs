@@ -21,6 +21,7 @@
 //! This is the only crate that knows HTTP.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod command;

@@ -1,5 +1,5 @@
 //! Starting and stopping the background workers of one process: every read-model projection,
-//! every process manager, the due-timer runner, and the gauges that report their progress.
+//! the ledger digest, every process manager, the due-timer runner, and the gauges that report their progress.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use crate::settings::WorkerSettings;
 /// Every worker this process runs: the read models, then the process managers.
 pub fn handlers(services: &Arc<Services>) -> Vec<Arc<dyn Handler>> {
     let mut all = gigledger_projections::read::all();
+    all.push(Arc::new(gigledger_projections::digest::LedgerDigest));
     all.extend(ProcessManager::all(services));
     all
 }
@@ -30,6 +31,7 @@ pub fn known_names() -> Vec<String> {
         .iter()
         .map(|h| h.name().to_owned())
         .collect();
+    names.push(gigledger_projections::digest::NAME.to_owned());
     names.extend(Process::ALL.iter().map(|p| p.name().to_owned()));
     names
 }

@@ -6,10 +6,14 @@
 //!   stats, analytics): their handlers, tables and the read functions the API serves.
 //! - [`runtime`]: the worker runtime (checkpoints, leases, batches, failures, catch-up, waiting
 //!   for a position), shared by projections and process managers.
+//! - [`digest`]: the ledger digest over the whole log (its worker and its verification), and
+//!   [`export`]: the log as JSON Lines that verify offline.
 //! - [`rebuild`]: replaying a read model into fresh tables and swapping them in.
 //!
 //! Read models never send commands and never write to the event store.
 
+pub mod digest;
+pub mod export;
 pub mod log;
 pub mod read;
 pub mod rebuild;

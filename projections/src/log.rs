@@ -370,3 +370,128 @@ pub async fn verify_chain<'e>(
         cannot_detect: ChainReport::LIMITS.to_vec(),
     })
 }
+
+/// What an audit feed filters on; `None` matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    pub event_type: Option<String>,
+    pub aggregate_type: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// The most events one filtered read walks: past it a page can be short (even empty) while the
+/// log goes on, and the returned checkpoint says where to continue.
+pub const FILTER_WALK: i64 = 10_000;
+
+/// A filtered read: walks at most [`FILTER_WALK`] settled events after `$1, $2` in log order along
+/// the index the leading filter names, and returns each walked event's key with its columns when
+/// it matches every filter, up to `$3` matches. The three statements differ only in the index
+/// they walk (fixed text, one per leading filter).
+macro_rules! filtered_read {
+    ($leading:literal) => {
+        concat!(
+            "with walked as (
+                 select e.position, e.transaction_id,
+                        ($4::text is null or e.event_type = $4)
+                        and ($5::text is null or e.aggregate_type = $5)
+                        and ($6::text is null or e.correlation_id = $6) as hit
+                   from events e
+                  where ",
+            $leading,
+            "
+                    and (e.transaction_id, e.position) > ($1::bigint::text::xid8, $2)
+                    and e.transaction_id < log_horizon()
+                  order by e.transaction_id, e.position
+                  limit $7
+             ), numbered as (
+                 select w.position, w.transaction_id, w.hit,
+                        count(*) filter (where w.hit)
+                            over (order by w.transaction_id, w.position) as hits
+                   from walked w
+             )
+             select n.hit, n.position as walked_position,
+                    n.transaction_id::text::bigint as walked_transaction_id,
+                    e.position, e.transaction_id::text::bigint as transaction_id,
+                    e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version,
+                    e.payload, e.metadata, e.event_id, e.recorded_at, e.hash
+               from numbered n
+               left join events e on n.hit and e.position = n.position
+              where n.hits <= $3
+              order by n.transaction_id, n.position"
+        )
+    };
+}
+
+/// Walks the index of one event type.
+pub const FILTERED_BY_TYPE: &str = filtered_read!("e.event_type = $4");
+/// Walks the index of one correlation id.
+pub const FILTERED_BY_CORRELATION: &str = filtered_read!("e.correlation_id = $6");
+/// Walks the log's own order (an aggregate type is far too common for an index of its own).
+pub const FILTERED_IN_LOG_ORDER: &str = filtered_read!("true");
+
+/// A page of a filtered read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FilteredPage {
+    /// The matching events, in log order.
+    pub events: Vec<RecordedEvent>,
+    /// Where to continue: past the last event walked, which may be past the last one returned.
+    pub next: Checkpoint,
+    /// Whether the read reached the end of the settled log (nothing more to walk now).
+    pub caught_up: bool,
+}
+
+/// Up to `limit` events after `after` that match `filter`, in log order, walking at most
+/// [`FILTER_WALK`] events. Without a filter this is [`read_after`].
+pub async fn read_filtered<'e>(
+    db: impl PgExecutor<'e>,
+    after: Checkpoint,
+    filter: &LogFilter,
+    limit: i64,
+) -> Result<FilteredPage, sqlx::Error> {
+    let statement = if filter.correlation_id.is_some() {
+        FILTERED_BY_CORRELATION
+    } else if filter.event_type.is_some() {
+        FILTERED_BY_TYPE
+    } else if filter.aggregate_type.is_some() {
+        FILTERED_IN_LOG_ORDER
+    } else {
+        let events = read_after(db, after, limit).await?;
+        let next = events.last().map_or(after, RecordedEvent::checkpoint);
+        let caught_up = i64::try_from(events.len()).unwrap_or(i64::MAX) < limit;
+        return Ok(FilteredPage {
+            events,
+            next,
+            caught_up,
+        });
+    };
+    let rows = sqlx::query(statement)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(limit)
+        .bind(filter.event_type.as_deref())
+        .bind(filter.aggregate_type.as_deref())
+        .bind(filter.correlation_id.as_deref())
+        .bind(FILTER_WALK)
+        .fetch_all(db)
+        .await?;
+    let mut next = after;
+    let mut events = Vec::new();
+    for row in &rows {
+        next = Checkpoint {
+            transaction_id: row.try_get("walked_transaction_id")?,
+            position: row.try_get("walked_position")?,
+        };
+        if row.try_get::<bool, _>("hit")? {
+            events.push(RecordedEvent::from_row(row)?);
+        }
+    }
+    // Fewer matches than asked and a walk shorter than its bound: no row was cut, and the walk
+    // ended where the settled log does.
+    let caught_up = i64::try_from(events.len()).unwrap_or(i64::MAX) < limit
+        && i64::try_from(rows.len()).unwrap_or(i64::MAX) < FILTER_WALK;
+    Ok(FilteredPage {
+        events,
+        next,
+        caught_up,
+    })
+}

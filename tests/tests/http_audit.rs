@@ -1,5 +1,5 @@
-//! The auditor's routes so far: the global log followed page by page (a late commit is served
-//! once, in its place), one stream's history, the hash-chain check finding an edited payload, and
+//! The auditor's routes: the global log followed page by page (a late commit is served once, in
+//! its place), with filters, one stream's history, the hash-chain check finding an edited payload, and
 //! reconciliation; nobody but auditors and admins reads them.
 
 use std::collections::HashSet;
@@ -10,18 +10,29 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
 
-/// Follows the feed from `cursor` with pages of `limit` until a page comes back empty.
+/// Follows the feed from `cursor` with pages of `limit` until it says it caught up.
 async fn follow(
     api: &TestApi,
     auditor: &User,
     cursor: &mut Option<String>,
     limit: u32,
 ) -> Vec<Value> {
+    follow_filtered(api, auditor, cursor, limit, "").await
+}
+
+/// The same with a filter (`&type=…` and so on).
+async fn follow_filtered(
+    api: &TestApi,
+    auditor: &User,
+    cursor: &mut Option<String>,
+    limit: u32,
+    filter: &str,
+) -> Vec<Value> {
     let mut seen = Vec::new();
     loop {
         let path = match cursor {
-            Some(c) => format!("/v1/audit/events?limit={limit}&cursor={c}"),
-            None => format!("/v1/audit/events?limit={limit}"),
+            Some(c) => format!("/v1/audit/events?limit={limit}&cursor={c}{filter}"),
+            None => format!("/v1/audit/events?limit={limit}{filter}"),
         };
         let page = api.get(auditor, &path).await;
         assert_eq!(page.status, StatusCode::OK, "{:?}", page.json());
@@ -29,10 +40,15 @@ async fn follow(
         let items = body["items"].as_array().expect("items").clone();
         *cursor = body["next_cursor"].as_str().map(str::to_owned);
         assert!(cursor.is_some(), "the feed always says where to go on");
-        if items.is_empty() {
+        let caught_up = body["caught_up"].as_bool().expect("caught_up");
+        assert!(
+            caught_up || !items.is_empty() || path.contains("type="),
+            "only a filtered page is short before the end"
+        );
+        seen.extend(items);
+        if caught_up {
             return seen;
         }
-        seen.extend(items);
     }
 }
 
@@ -294,4 +310,103 @@ async fn a_contracts_state_as_of_every_version_and_time_is_the_fold_of_its_first
         StatusCode::FORBIDDEN
     );
     api.stop().await;
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn the_feed_filters_by_type_aggregate_type_and_correlation_id_in_log_order(pool: PgPool) {
+    let api = TestApi::start(pool.clone()).await;
+    let first = api.hire(&[20_000, 10_000]).await;
+    let second = api.hire(&[5_000]).await;
+    let mut funded = Vec::new();
+    for (hired, i) in [(&first, 0), (&first, 1), (&second, 0)] {
+        let answer = api
+            .send(
+                reqwest::Method::POST,
+                &format!("{}/fund", hired.milestone_path(i)),
+                Some(&hired.client.token),
+                Some(&json!({})),
+                &[("x-request-id", &format!("fund-{}-{i}", hired.contract))],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json());
+        funded.push(format!("fund-{}-{i}", hired.contract));
+    }
+    let auditor = api.user(&[Role::Auditor]);
+    let expected = |sql: &'static str, value: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(value)
+                .fetch_all(&pool)
+                .await
+                .expect("the log")
+        }
+    };
+    let cases = [
+        (
+            "&type=FundsDeposited".to_owned(),
+            expected(
+                "select position from events where event_type = $1 order by transaction_id, position",
+                "FundsDeposited".to_owned(),
+            )
+            .await,
+        ),
+        (
+            "&aggregate_type=escrow".to_owned(),
+            expected(
+                "select position from events where aggregate_type = $1 order by transaction_id, position",
+                "escrow".to_owned(),
+            )
+            .await,
+        ),
+        (
+            format!("&correlation_id={}", funded[1]),
+            expected(
+                "select position from events where metadata->>'correlation_id' = $1 order by transaction_id, position",
+                funded[1].clone(),
+            )
+            .await,
+        ),
+        (
+            format!("&correlation_id={}&type=FundsDeposited", funded[2]),
+            expected(
+                "select position from events where metadata->>'correlation_id' = $1 and event_type = 'FundsDeposited' order by transaction_id, position",
+                funded[2].clone(),
+            )
+            .await,
+        ),
+        (
+            "&type=NoSuchEvent".to_owned(),
+            Vec::new(),
+        ),
+    ];
+    for (filter, positions) in cases {
+        assert!(
+            filter.contains("NoSuch") || !positions.is_empty(),
+            "{filter} matches something"
+        );
+        for limit in [1, 2, 100] {
+            let mut cursor = None;
+            let seen = follow_filtered(&api, &auditor, &mut cursor, limit, &filter).await;
+            let got: Vec<i64> = seen
+                .iter()
+                .map(|e| e["position"].as_i64().expect("a position"))
+                .collect();
+            assert_eq!(got, positions, "{filter} limit {limit}");
+        }
+    }
+    for (query, field) in [
+        ("type=", "type"),
+        ("aggregate_type=", "aggregate_type"),
+        (
+            &*format!("correlation_id={}", "x".repeat(201)),
+            "correlation_id",
+        ),
+    ] {
+        let bad = api
+            .get(&auditor, &format!("/v1/audit/events?{query}"))
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(bad.error_fields(), vec![field], "{query}");
+    }
 }

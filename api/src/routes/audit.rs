@@ -1,6 +1,7 @@
-//! The auditor's first routes (issue 10 builds the rest: filters, replay as of a moment, the
-//! ledger digest, export): the global log in its gap-free order, one stream's history, the hash
-//! chain check over a range, and reconciliation with the payment provider.
+//! The auditor's routes: the global log in its gap-free order (with filters), one stream's
+//! history, an aggregate's state as of a version or a time, the hash chain check over a range,
+//! the ledger digest and its verification, the log exported as JSON Lines, and reconciliation
+//! with the payment provider.
 //!
 //! Who (API.md): auditors and admins, read-only; anyone else 403.
 
@@ -8,12 +9,15 @@ use axum::extract::State;
 use axum::response::Response;
 use base64::Engine as _;
 use gigledger_domain::Role;
-use gigledger_projections::log::{self, Checkpoint, RecordedEvent};
+use gigledger_projections::digest::{self, DigestCheck, DigestPoint};
+use gigledger_projections::export::{ExportError, Exporter};
+use gigledger_projections::log::{self, Checkpoint, LogFilter, RecordedEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{ReplayError, StateAsOf};
 use crate::auth::{require_any, Caller};
 use crate::error::{ApiError, ApiPath, ApiQuery};
-use crate::query::{self, read_failed};
+use crate::query::{self, read_failed, MinPosition};
 use crate::routes::Table;
 use crate::state::AppState;
 
@@ -33,6 +37,9 @@ pub fn routes(table: Table) -> Table {
             state_as_of,
         )
         .get("/v1/audit/verify", WHO, verify)
+        .get("/v1/audit/digest", WHO, digest)
+        .get("/v1/audit/digest/verify", WHO, verify_digest)
+        .get("/v1/audit/export", WHO, export)
         .get("/v1/audit/reconcile", WHO, reconcile)
 }
 
@@ -81,9 +88,12 @@ impl From<RecordedEvent> for AuditEvent {
 pub(crate) struct AuditPage {
     items: Vec<AuditEvent>,
     next_cursor: String,
+    /// The page reached the end of the settled log: follow `next_cursor` later for more. While
+    /// false, follow it now (a filtered page can be short, even empty, with more to come).
+    caught_up: bool,
 }
 
-/// `?cursor=&limit=` of the feed.
+/// `?cursor=&limit=&type=&aggregate_type=&correlation_id=` of the feed.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FeedQuery {
@@ -91,6 +101,27 @@ pub struct FeedQuery {
     pub cursor: Option<String>,
     /// 1–1 000, default 100.
     pub limit: Option<u32>,
+    /// Only events of this type (e.g. `FundsDeposited`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// Only events of this aggregate type (`gig`, `contract`, `escrow`).
+    pub aggregate_type: Option<String>,
+    /// Only events of this correlation id (one request and what followed from it).
+    pub correlation_id: Option<String>,
+}
+
+/// The longest filter value accepted.
+const FILTER_MAX: usize = 200;
+
+fn filter_value(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.is_empty() || v.len() > FILTER_MAX => Err(ApiError::bad_request(
+            field,
+            format!("must be 1 to {FILTER_MAX} characters"),
+        )),
+        other => Ok(other),
+    }
 }
 
 const FEED_DEFAULT: u32 = 100;
@@ -131,7 +162,9 @@ fn decode(cursor: &str) -> Result<Checkpoint, ApiError> {
 
 /// The global log in the log reader's order: an event is served only once every transaction
 /// that could still write before it has ended, so a client that follows `next_cursor` sees every
-/// event exactly once even when transactions commit late.
+/// event exactly once even when transactions commit late. With filters, one request walks at
+/// most 10 000 events of the log (along the index of `correlation_id` or `type` when given): a
+/// page may then be short, even empty, with `next_cursor` past what was walked.
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit", params(FeedQuery), responses((status = 200, description = "a page of the log", body = AuditPage)))]
 pub(crate) async fn events(
     State(state): State<AppState>,
@@ -146,16 +179,20 @@ pub(crate) async fn events(
         .map(decode)
         .transpose()?
         .unwrap_or(Checkpoint::START);
-    let events = log::read_after(&state.pool, after, limit)
+    let filter = LogFilter {
+        event_type: filter_value("type", params.event_type)?,
+        aggregate_type: filter_value("aggregate_type", params.aggregate_type)?,
+        correlation_id: filter_value("correlation_id", params.correlation_id)?,
+    };
+    let page = log::read_filtered(&state.pool, after, &filter, limit)
         .await
         .map_err(|e| read_failed(&e))?;
-    let next = events.last().map_or(after, RecordedEvent::checkpoint);
-    let position = next.position;
     Ok(query::answer(
-        position,
+        page.next.position,
         &AuditPage {
-            items: events.into_iter().map(AuditEvent::from).collect(),
-            next_cursor: encode(next),
+            items: page.events.into_iter().map(AuditEvent::from).collect(),
+            next_cursor: encode(page.next),
+            caught_up: page.caught_up,
         },
     ))
 }
@@ -202,8 +239,7 @@ pub struct VerifyQuery {
     pub to: Option<i64>,
 }
 
-/// The most positions one verify request walks (a whole log is walked range by range).
-pub const VERIFY_SPAN: i64 = 100_000;
+use crate::audit::VERIFY_SPAN;
 
 /// What the chain check found over the range.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -285,46 +321,6 @@ pub struct AsOfQuery {
     pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// The most events one replay reads (a stream is far shorter: a gig's proposals, a contract's
-/// milestones).
-const REPLAY_MAX: i64 = 100_000;
-
-/// An aggregate's state as of a version or a time.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct StateAsOf {
-    aggregate_type: String,
-    aggregate_id: String,
-    /// The version (sequence) the state reflects.
-    version: i64,
-    /// When that version was recorded.
-    recorded_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// The aggregate as its own `apply` rebuilds it (through the upcasters).
-    #[schema(value_type = Object)]
-    state: serde_json::Value,
-}
-
-/// Folds `events` (in sequence order) with the aggregate type's own `apply`, each payload brought
-/// to the current version by the upcasters first.
-fn replay<A>(events: &[RecordedEvent]) -> Result<serde_json::Value, ApiError>
-where
-    A: cqrs_es::Aggregate + Default + Serialize,
-{
-    let mut aggregate = A::default();
-    for event in events {
-        let payload = gigledger_domain::upcast::upcast(
-            &event.aggregate_type,
-            &event.event_type,
-            &event.event_version,
-            std::borrow::Cow::Borrowed(&event.payload),
-        )
-        .map_err(ApiError::internal)?;
-        let decoded: A::Event =
-            serde_json::from_value(payload.into_owned()).map_err(ApiError::internal)?;
-        aggregate.apply(decoded);
-    }
-    serde_json::to_value(&aggregate).map_err(ApiError::internal)
-}
-
 /// The aggregate's state rebuilt by replaying its own events up to a version or a time.
 #[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{aggregate_id}/state", tag = "audit", params(("aggregate_type" = String, Path, description = "gig, contract or escrow"), ("aggregate_id" = String, Path, description = "the aggregate's id"), AsOfQuery), responses((status = 200, description = "the state as of that version or time, and the version and time it reflects", body = StateAsOf)))]
 pub(crate) async fn state_as_of(
@@ -343,35 +339,119 @@ pub(crate) async fn state_as_of(
     if params.version.is_some_and(|v| v < 1) {
         return Err(ApiError::bad_request("version", "versions start at 1"));
     }
-    let limit = params.version.unwrap_or(REPLAY_MAX).min(REPLAY_MAX);
-    let mut events = log::read_stream(&state.pool, &aggregate_type, &aggregate_id, 0, limit)
+    let rebuilt = crate::audit::replay_as_of(
+        &state.pool,
+        &aggregate_type,
+        &aggregate_id,
+        params.version,
+        params.at,
+    )
+    .await
+    .map_err(|e| match e {
+        ReplayError::Database(e) => read_failed(&e),
+        other => ApiError::internal(other),
+    })?
+    .ok_or_else(|| ApiError::NotFound {
+        detail: "no such stream at that version or time".to_owned(),
+    })?;
+    Ok(query::answer(rebuilt.position, &rebuilt))
+}
+
+/// The current ledger digest: a running hash over the whole log in its order, as far as the
+/// `ledger_digest` worker has folded it (`X-Min-Position` waits for it like for a view).
+#[utoipa::path(get, path = "/v1/audit/digest", tag = "audit", responses((status = 200, description = "the digest, the position it was taken at and how many events it covers", body = DigestPoint)))]
+pub(crate) async fn digest(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    min: MinPosition,
+) -> Result<Response, ApiError> {
+    require_any(&caller, &[Role::Auditor, Role::Admin])?;
+    let position = min.wait(&state, &[digest::NAME]).await?;
+    let point = digest::latest(&state.pool)
         .await
         .map_err(|e| read_failed(&e))?;
-    if let Some(at) = params.at {
-        events.retain(|e| e.recorded_at <= at);
-    }
-    let not_found = || ApiError::NotFound {
-        detail: "no such stream at that version or time".to_owned(),
-    };
-    let last = events.last().ok_or_else(not_found)?;
-    if params.version.is_some_and(|v| v != last.sequence) {
-        return Err(not_found());
-    }
-    let (version, recorded_at, position) = (last.sequence, last.recorded_at, last.position);
-    let rebuilt = match aggregate_type.as_str() {
-        "gig" => replay::<gigledger_domain::Gig>(&events)?,
-        "contract" => replay::<gigledger_domain::Contract>(&events)?,
-        "escrow" => replay::<gigledger_domain::Escrow>(&events)?,
-        _ => return Err(not_found()),
-    };
-    Ok(query::answer(
-        position,
-        &StateAsOf {
-            aggregate_type,
-            aggregate_id,
-            version,
-            recorded_at: Some(recorded_at),
-            state: rebuilt,
-        },
-    ))
+    Ok(query::answer(position.max(point.position), &point))
+}
+
+/// `?position=&digest=` of a digest kept earlier.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DigestQuery {
+    /// The position the digest was given at.
+    pub position: Option<i64>,
+    /// The digest, hex.
+    pub digest: Option<String>,
+}
+
+/// Recomputes the ledger digest from the events up to `position` and says whether history up
+/// to there is exactly what the kept digest proved; when not, where it first differs from the
+/// digests recorded as it happened.
+#[utoipa::path(get, path = "/v1/audit/digest/verify", tag = "audit", params(DigestQuery), responses((status = 200, description = "`ok`, the recomputed digest, and where history first differs", body = DigestCheck)))]
+pub(crate) async fn verify_digest(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(params): ApiQuery<DigestQuery>,
+) -> Result<Response, ApiError> {
+    require_any(&caller, &[Role::Auditor, Role::Admin])?;
+    let position = params.position.filter(|p| *p > 0).ok_or_else(|| {
+        ApiError::bad_request("position", "the position the digest was given at, above 0")
+    })?;
+    let kept = params
+        .digest
+        .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| {
+            ApiError::bad_request("digest", "64 hex digits, as GET /v1/audit/digest gave it")
+        })?;
+    let check = digest::verify(&state.pool, position, &kept)
+        .await
+        .map_err(|e| read_failed(&e))?;
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        check,
+    )))
+}
+
+/// `?after=&before=` positions of the export.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// Start after the event at this position (in log order); none: the start of the log.
+    pub after: Option<i64>,
+    /// Stop before the event at this position; none: the end of the settled log now.
+    pub before: Option<i64>,
+}
+
+/// The log as JSON Lines, streamed page by page: a header with the digest before the first
+/// event, one line per event with its hashes, and a last line with the digest at the last
+/// event, so that `gigledger audit verify-export` checks the file with no database.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(ExportQuery), responses((status = 200, description = "JSON Lines (`application/jsonl`)", content_type = "application/jsonl", body = String)))]
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(params): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    require_any(&caller, &[Role::Auditor, Role::Admin])?;
+    let exporter = Exporter::start(&state.pool, params.after, params.before)
+        .await
+        .map_err(|e| match e {
+            ExportError::NoSuchPosition { field, position } => {
+                ApiError::bad_request(field, format!("no settled event has position {position}"))
+            }
+            ExportError::Database(e) => read_failed(&e),
+        })?;
+    let body = futures::stream::try_unfold(exporter, |mut exporter| async move {
+        match exporter.next_chunk().await {
+            Ok(Some(chunk)) => Ok(Some((bytes::Bytes::from(chunk), exporter))),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                // The status line is gone: the body ends early, without its digest line, which
+                // verify-export reports as a cut file.
+                tracing::error!(error = %e, "the export failed midway");
+                Err(std::io::Error::other(e.to_string()))
+            }
+        }
+    });
+    Ok(axum::response::IntoResponse::into_response((
+        [(axum::http::header::CONTENT_TYPE, "application/jsonl")],
+        axum::body::Body::from_stream(body),
+    )))
 }
