@@ -10,14 +10,17 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
 
-/// Follows the feed from `cursor` with pages of `limit` until it says it caught up.
+/// Follows the feed from `cursor` with pages of `limit` until it has served `want` events and says
+/// it caught up. (The horizon is cluster-wide: another test's open transaction can hold back what
+/// this one committed for a moment, so "caught up" alone may come before the last events.)
 async fn follow(
     api: &TestApi,
     auditor: &User,
     cursor: &mut Option<String>,
     limit: u32,
+    want: usize,
 ) -> Vec<Value> {
-    follow_filtered(api, auditor, cursor, limit, "").await
+    follow_filtered(api, auditor, cursor, limit, "", want).await
 }
 
 /// The same with a filter (`&type=…` and so on).
@@ -27,8 +30,10 @@ async fn follow_filtered(
     cursor: &mut Option<String>,
     limit: u32,
     filter: &str,
+    want: usize,
 ) -> Vec<Value> {
     let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let path = match cursor {
             Some(c) => format!("/v1/audit/events?limit={limit}&cursor={c}{filter}"),
@@ -46,8 +51,17 @@ async fn follow_filtered(
             "only a filtered page is short before the end"
         );
         seen.extend(items);
-        if caught_up {
+        if caught_up && seen.len() >= want {
             return seen;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "served {} of {want}",
+            seen.len()
+        );
+        if caught_up {
+            // Pacing between polls of a caught-up feed (no assertion waits on it).
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 }
@@ -66,13 +80,13 @@ async fn the_feed_serves_every_event_once_in_log_order_and_a_late_commit_in_its_
     .await;
     let auditor = api.user(&[Role::Auditor]);
     for limit in [1, 3, 100] {
-        let mut cursor = None;
-        let seen = follow(&api, &auditor, &mut cursor, limit).await;
         let expected: Vec<i64> =
             sqlx::query_scalar("select position from events order by transaction_id, position")
                 .fetch_all(&pool)
                 .await
                 .expect("the log");
+        let mut cursor = None;
+        let seen = follow(&api, &auditor, &mut cursor, limit, expected.len()).await;
         let positions: Vec<i64> = seen
             .iter()
             .map(|e| e["position"].as_i64().expect("position"))
@@ -86,7 +100,18 @@ async fn the_feed_serves_every_event_once_in_log_order_and_a_late_commit_in_its_
     // A transaction that began earlier and is still open holds the feed back: what committed
     // after it began is not served until it ends, so nothing it writes can be skipped.
     let mut cursor = None;
-    follow(&api, &auditor, &mut cursor, 100).await;
+    let everything: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&pool)
+        .await
+        .expect("counted");
+    follow(
+        &api,
+        &auditor,
+        &mut cursor,
+        100,
+        usize::try_from(everything).expect("a count"),
+    )
+    .await;
     let mut open = PgConnection::connect_with(&pool.connect_options())
         .await
         .expect("a connection");
@@ -106,13 +131,15 @@ async fn the_feed_serves_every_event_once_in_log_order_and_a_late_commit_in_its_
         )
         .await;
     assert_eq!(funded.status, StatusCode::OK);
-    let held = follow(&api, &auditor, &mut cursor, 100).await;
+    let held = follow(&api, &auditor, &mut cursor, 100, 0).await;
     assert!(held.is_empty(), "served past an open transaction: {held:?}");
     sqlx::query("commit")
         .execute(&mut open)
         .await
         .expect("commit");
-    let later = follow(&api, &auditor, &mut cursor, 100).await;
+    let deposits = api.events_of_type("FundsDeposited").await;
+    assert_eq!(deposits, 2);
+    let later = follow(&api, &auditor, &mut cursor, 100, 1).await;
     assert!(
         later.iter().any(|e| e["type"] == "FundsDeposited"),
         "{later:?}"
@@ -387,7 +414,8 @@ async fn the_feed_filters_by_type_aggregate_type_and_correlation_id_in_log_order
         );
         for limit in [1, 2, 100] {
             let mut cursor = None;
-            let seen = follow_filtered(&api, &auditor, &mut cursor, limit, &filter).await;
+            let seen =
+                follow_filtered(&api, &auditor, &mut cursor, limit, &filter, positions.len()).await;
             let got: Vec<i64> = seen
                 .iter()
                 .map(|e| e["position"].as_i64().expect("a position"))
@@ -409,4 +437,93 @@ async fn the_feed_filters_by_type_aggregate_type_and_correlation_id_in_log_order
         assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(bad.error_fields(), vec![field], "{query}");
     }
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_follower_with_any_page_size_sees_every_event_once_while_writers_commit_late(
+    pool: PgPool,
+) {
+    use rand::Rng as _;
+    let api = TestApi::start_with(
+        pool.clone(),
+        gigledger_api::settings::HttpSettings::default(),
+        false,
+    )
+    .await;
+    let auditor = api.user(&[Role::Auditor]);
+    // Eight writers of their own streams; every third append holds its transaction open for a
+    // second after writing, so later transactions commit before it.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let pool = pool.clone();
+        writers.push(tokio::spawn(async move {
+            for sequence in 1..=15_i64 {
+                let mut tx = pool.begin().await.expect("a transaction");
+                sqlx::query(
+                    "insert into events (aggregate_type, aggregate_id, sequence, event_type,
+                                         event_version, payload, metadata)
+                     values ('loadtest', $1, $2, 'Tick', '1', '{}', '{}')",
+                )
+                .bind(format!("writer-{w}"))
+                .bind(sequence)
+                .execute(&mut *tx)
+                .await
+                .expect("appended");
+                if (sequence + w) % 3 == 0 {
+                    sqlx::query("select pg_sleep(1)")
+                        .execute(&mut *tx)
+                        .await
+                        .expect("held open");
+                }
+                tx.commit().await.expect("committed");
+            }
+        }));
+    }
+    let mut seen: Vec<i64> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done = writers.iter().all(tokio::task::JoinHandle::is_finished);
+        let limit = rand::thread_rng().gen_range(1..=100);
+        let path = match &cursor {
+            Some(c) => format!("/v1/audit/events?limit={limit}&cursor={c}"),
+            None => format!("/v1/audit/events?limit={limit}"),
+        };
+        let page = api.get(&auditor, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.json());
+        let body = page.json();
+        cursor = body["next_cursor"].as_str().map(str::to_owned);
+        seen.extend(
+            body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|e| e["position"].as_i64().expect("a position")),
+        );
+        let caught_up = body["caught_up"].as_bool().expect("caught_up");
+        // Caught up with what is settled: other sessions of the cluster may still hold the
+        // horizon below the writers' last commits for a moment, so go on until all are served.
+        if done && caught_up && seen.len() >= 8 * 15 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the feed kept up");
+        if caught_up {
+            // Pacing between polls of a caught-up feed (no assertion waits on it).
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    for writer in writers {
+        writer.await.expect("a writer");
+    }
+    let expected: Vec<i64> =
+        sqlx::query_scalar("select position from events order by transaction_id, position")
+            .fetch_all(&pool)
+            .await
+            .expect("the log");
+    assert_eq!(expected.len(), 8 * 15);
+    assert_eq!(
+        seen, expected,
+        "every event once, in log order, none skipped"
+    );
+    api.stop().await;
 }
