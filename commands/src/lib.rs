@@ -21,6 +21,7 @@
 pub mod bus;
 pub mod clock;
 pub mod metadata;
+pub mod notice;
 pub mod process;
 pub mod provider;
 pub mod reconcile;
