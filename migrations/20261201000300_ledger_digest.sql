@@ -37,12 +37,3 @@ create trigger ledger_digests_no_truncate before truncate on ledger_digests
     for each statement execute function ledger_digests_refuse_change();
 
 grant select, insert on ledger_digests to gigledger_app;
-
--- Audit feed filters (`GET /v1/audit/events?type=&correlation_id=`), each served in log order
--- from its own index. They replace the position-ordered ones, which serve the same equality
--- lookups, so an append maintains no more indexes than before.
-create index events_type_in_log_order on events (event_type, transaction_id, position);
-drop index events_type;
-create index events_correlation_in_log_order on events (correlation_id, transaction_id, position)
-    where correlation_id is not null;
-drop index events_correlation_id;

@@ -217,8 +217,14 @@ async fn audit(command: AuditCommand) -> Result<(), String> {
                     end.position, end.digest, end.events
                 )
             });
+            let start = report.start.as_ref().map_or_else(String::new, |start| {
+                format!(
+                    "; from the digest at position {}: {} ({} events)",
+                    start.position, start.digest, start.events
+                )
+            });
             println!(
-                "ok: {} events of {} streams verify{end}",
+                "ok: {} events of {} streams verify{start}{end}",
                 report.events, report.streams
             );
             if report.links_into_earlier_log > 0 {

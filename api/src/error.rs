@@ -499,7 +499,47 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     deserializer
         .end()
         .map_err(|e| json_error(".".to_owned(), e))?;
+    // JSON can carry NUL only as the escape `\u0000`, which PostgreSQL's text and jsonb refuse:
+    // refused here, naming the field, rather than failing in storage.
+    if bytes.windows(6).any(|w| w == b"\\u0000") {
+        if let Ok(whole) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            if let Some(path) = nul_at(&whole, "") {
+                return Err(ApiError::validation(
+                    if path.is_empty() {
+                        "body".to_owned()
+                    } else {
+                        path
+                    },
+                    "must not contain the NUL character (U+0000)",
+                ));
+            }
+        }
+    }
     Ok(value)
+}
+
+/// The path of the first string (value or key) holding U+0000, if any.
+fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then(|| path.to_owned()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_at(item, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let here = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                Some(here)
+            } else {
+                nul_at(item, &here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn json_error(path: String, error: serde_json::Error) -> ApiError {
@@ -550,6 +590,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // NUL never names anything here, and PostgreSQL's text refuses it.
+        if parts.uri.path().contains("%00") {
+            return Err(ApiError::bad_request(
+                "path",
+                "must not contain the NUL character (%00)",
+            ));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| ApiPath(value))
@@ -614,6 +661,15 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        // PostgreSQL's text refuses NUL: refused here, naming the parameter.
+        if let Some((key, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(key, value)| key.contains('\0') || value.contains('\0'))
+        {
+            return Err(ApiError::bad_request(
+                key.replace('\0', ""),
+                "must not contain the NUL character (%00)",
+            ));
+        }
         let deserializer =
             serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(deserializer)

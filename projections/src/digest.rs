@@ -131,6 +131,26 @@ impl Handler for LedgerDigest {
                 ),
                 None => (Checkpoint::START, Running::GENESIS),
             };
+        // A batch that starts at or before the stored digest is a re-delivery (a reset
+        // checkpoint): only then may events be skipped, and only if the stored digest ends at an
+        // event that is really there; a stored row naming no event would silently swallow the log.
+        if events.first().is_some_and(|e| e.checkpoint() <= after) {
+            let real: bool = sqlx::query_scalar(
+                "select exists (select 1 from events
+                                 where position = $1 and transaction_id = $2::bigint::text::xid8)",
+            )
+            .bind(after.position)
+            .bind(after.transaction_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !real {
+                return Err(format!(
+                    "the last stored ledger digest ends at position {} of transaction {}, which no event has: refusing to fold past it",
+                    after.position, after.transaction_id
+                )
+                .into());
+            }
+        }
         let mut folded = false;
         for event in events {
             // What the stored digest already covers (a re-delivery) is not folded again.
@@ -204,6 +224,24 @@ impl Link {
     }
 }
 
+/// The same, each event's hash recomputed from its fields and its predecessor's hash (what the
+/// chain proves), for verification: an event edited behind the store's back no longer yields its
+/// stored hash, so the digest folded from recomputed hashes changes.
+const CHECKED_LINKS_AFTER: &str =
+    "select e.position, e.transaction_id::text::bigint as transaction_id,
+           e.aggregate_type, e.aggregate_id, e.sequence, e.hash as stored,
+           event_hash(p.hash, e.position, e.aggregate_type, e.aggregate_id, e.sequence,
+                      e.event_id, e.event_type, e.event_version, e.payload, e.metadata,
+                      e.recorded_at) as hash
+      from events e
+      left join events p
+        on p.aggregate_type = e.aggregate_type and p.aggregate_id = e.aggregate_id
+       and p.sequence = e.sequence - 1
+     where (e.transaction_id, e.position) > ($1::bigint::text::xid8, $2)
+       and e.transaction_id < log_horizon()
+     order by e.transaction_id, e.position
+     limit $3";
+
 /// The digest's columns of the settled events after a checkpoint, in log order.
 const LINKS_AFTER: &str = "select position, transaction_id::text::bigint as transaction_id,
            aggregate_type, aggregate_id, sequence, hash
@@ -221,26 +259,60 @@ pub(crate) async fn links_after<'e>(
     after: Checkpoint,
     limit: i64,
 ) -> Result<Vec<Link>, sqlx::Error> {
-    let rows = sqlx::query(LINKS_AFTER)
+    links(db, LINKS_AFTER, after, limit).await
+}
+
+/// The links with recomputed hashes, and the first position whose stored hash differs.
+async fn checked_links_after<'e>(
+    db: impl PgExecutor<'e>,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<(Vec<Link>, Option<i64>), sqlx::Error> {
+    let rows = sqlx::query(CHECKED_LINKS_AFTER)
         .bind(after.transaction_id)
         .bind(after.position)
         .bind(limit)
         .fetch_all(db)
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Link {
-                key: Checkpoint {
-                    transaction_id: row.try_get("transaction_id")?,
-                    position: row.try_get("position")?,
-                },
-                aggregate_type: row.try_get("aggregate_type")?,
-                aggregate_id: row.try_get("aggregate_id")?,
-                sequence: row.try_get("sequence")?,
-                hash: row.try_get("hash")?,
-            })
-        })
-        .collect()
+    let mut edited = None;
+    let mut links = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let link = link_of(row)?;
+        let stored: Vec<u8> = row.try_get("stored")?;
+        if edited.is_none() && stored != link.hash {
+            edited = Some(link.key.position);
+        }
+        links.push(link);
+    }
+    Ok((links, edited))
+}
+
+fn link_of(row: &sqlx::postgres::PgRow) -> Result<Link, sqlx::Error> {
+    Ok(Link {
+        key: Checkpoint {
+            transaction_id: row.try_get("transaction_id")?,
+            position: row.try_get("position")?,
+        },
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+async fn links<'e>(
+    db: impl PgExecutor<'e>,
+    statement: &'static str,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Vec<Link>, sqlx::Error> {
+    let rows = sqlx::query(statement)
+        .bind(after.transaction_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(link_of).collect()
 }
 
 /// The digest recomputed from the events up to and including the one at `position` in log order,
@@ -290,8 +362,11 @@ pub struct DigestCheck {
     pub recomputed: Option<DigestPoint>,
     /// Where history first differs from what the worker recorded while it happened; none when
     /// every stored checkpoint agrees (then a difference from the kept digest means the stored
-    /// digests were rewritten as well, and only the kept digest can tell).
+    /// digests were rewritten as well, and only the kept digest can tell). Set even when `ok`:
+    /// the kept digest holds, yet what the worker stored does not (its table was changed).
     pub first_difference: Option<FirstDifference>,
+    /// The first event whose fields no longer yield its stored hash (edited in place).
+    pub edited_at: Option<i64>,
     /// In words, when not ok.
     pub detail: Option<String>,
 }
@@ -354,23 +429,70 @@ impl StoredWalk {
     }
 }
 
-/// Recomputes the digest from the events up to the one at `position` (in log order) and says
-/// whether it is `kept` (hex, as `GET /v1/audit/digest` gave it). Along the way it compares with
-/// every digest the worker stored up to there, to say where history first differs.
+/// Where the digest at `position` ends in log order: the event's key, or, when that event is
+/// gone, the key the worker recorded for it; `None` when neither knows the position.
+async fn end_of(pool: &PgPool, position: i64) -> Result<Option<Checkpoint>, sqlx::Error> {
+    let settled: Option<i64> = sqlx::query_scalar(
+        "select transaction_id::text::bigint from events
+          where position = $1 and transaction_id < log_horizon()",
+    )
+    .bind(position)
+    .fetch_optional(pool)
+    .await?;
+    let recorded: Option<i64> = match settled {
+        Some(_) => None,
+        None => {
+            sqlx::query_scalar("select transaction_id from ledger_digests where position = $1")
+                .bind(position)
+                .fetch_optional(pool)
+                .await?
+        }
+    };
+    Ok(settled.or(recorded).map(|transaction_id| Checkpoint {
+        transaction_id,
+        position,
+    }))
+}
+
+/// Recomputes the digest from the events up to the one at `position` (in log order), each
+/// event's hash recomputed from its fields, and says whether it is `kept` (hex, as
+/// `GET /v1/audit/digest` gave it). Along the way it compares with every digest the worker stored
+/// up to there, to say where history first differs. The walk ends at `position`'s place (or the
+/// place the worker recorded for it, if its event is gone); a position neither knows is answered
+/// at once.
 pub async fn verify(pool: &PgPool, position: i64, kept: &str) -> Result<DigestCheck, sqlx::Error> {
+    let Some(end) = end_of(pool, position).await? else {
+        return Ok(DigestCheck {
+            ok: false,
+            position,
+            recomputed: None,
+            first_difference: None,
+            edited_at: None,
+            detail: Some(format!(
+                "no settled event has position {position}, and no digest was recorded there"
+            )),
+        });
+    };
     let mut running = Running::GENESIS;
     let mut after = Checkpoint::START;
     let mut stored = StoredWalk::new();
     let mut agrees_up_to = None;
     let mut first_difference = None;
+    let mut edited_at = None;
     let mut reached = None;
     'walk: loop {
-        let page = links_after(pool, after, WALK_PAGE).await?;
+        let (page, edited) = checked_links_after(pool, after, WALK_PAGE).await?;
         let Some(last) = page.last() else {
             break;
         };
         after = last.key;
         for link in &page {
+            if link.key > end {
+                break 'walk;
+            }
+            if edited_at.is_none() && edited.is_some_and(|p| p == link.key.position) {
+                edited_at = Some(link.key.position);
+            }
             link.fold_into(&mut running);
             // Stored checkpoints this walk has passed without meeting their event: that event is
             // no longer where it was (removed, or moved in the order).
@@ -413,17 +535,17 @@ pub async fn verify(pool: &PgPool, position: i64, kept: &str) -> Result<DigestCh
                 }
                 stored.pop();
             }
-            if link.key.position == position {
+            if link.key == end {
                 reached = Some(running);
                 break 'walk;
             }
         }
     }
-    let Some(recomputed) = reached else {
-        // The whole log was walked: a stored checkpoint not met by now ended at an event that
-        // is gone.
-        if first_difference.is_none() {
-            if let Some(s) = stored.peek(pool).await? {
+    // A stored checkpoint at or before the end that the walk never met ended at an event that is
+    // gone (the end itself, when its event was removed).
+    if first_difference.is_none() {
+        if let Some(s) = stored.peek(pool).await? {
+            if s.key <= end {
                 first_difference = Some(FirstDifference {
                     agrees_up_to,
                     differs_by: s.key.position,
@@ -434,24 +556,36 @@ pub async fn verify(pool: &PgPool, position: i64, kept: &str) -> Result<DigestCh
                 });
             }
         }
+    }
+    let edited_detail = edited_at.map(|p| {
+        format!("the event at position {p} no longer matches its hash: it was changed after it was written")
+    });
+    let Some(recomputed) = reached else {
         return Ok(DigestCheck {
             ok: false,
             position,
             recomputed: None,
             first_difference,
-            detail: Some(format!(
-                "no event at position {position} is in the log: the digest was taken at an event that is gone (or was never there)"
-            )),
+            edited_at,
+            detail: Some(edited_detail.unwrap_or_else(|| format!(
+                "the event at position {position}, where the digest was taken, is no longer in the log"
+            ))),
         });
     };
-    let ok = recomputed.hex().eq_ignore_ascii_case(kept.trim());
+    let ok = edited_at.is_none() && recomputed.hex().eq_ignore_ascii_case(kept.trim());
     Ok(DigestCheck {
         ok,
         position,
         recomputed: Some(DigestPoint::of(position, recomputed)),
-        first_difference: if ok { None } else { first_difference },
-        detail: (!ok)
-            .then(|| "the log up to this position is not what the kept digest proves".to_owned()),
+        first_difference,
+        edited_at,
+        detail: if ok {
+            None
+        } else {
+            Some(edited_detail.unwrap_or_else(|| {
+                "the log up to this position is not what the kept digest proves".to_owned()
+            }))
+        },
     })
 }
 

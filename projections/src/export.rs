@@ -22,10 +22,15 @@
 //! internally consistent; whoever changed history *and* recomputed every hash would also have
 //! changed the end digest, which the auditor compares with a digest kept earlier (or with
 //! `GET /v1/audit/digest/verify`).
+//!
+//! Not covered by any hash: each line's `transaction_id` (it orders the lines, and the digest
+//! covers the order they are in), the header's `before`, and, in an export with `after`, the
+//! header's start digest itself (it is the digest the service computed at `after`; compare it
+//! with one kept, or verify it with the service).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::BufRead;
+use std::io::{BufRead, Read as _};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -205,6 +210,14 @@ impl Exporter {
         let (from, running, start_position) = match after {
             None => (Checkpoint::START, Running::GENESIS, 0),
             Some(position) => {
+                // Looked up first, so that a position no event has is refused at once rather
+                // than after a walk of the whole log.
+                if crate::log::checkpoint_of(pool, position).await?.is_none() {
+                    return Err(ExportError::NoSuchPosition {
+                        field: "after",
+                        position,
+                    });
+                }
                 let (key, running) =
                     digest_at(pool, position)
                         .await?
@@ -344,14 +357,21 @@ impl ExportReport {
     }
 }
 
+/// A hash as the exporter writes it: lowercase hex, nothing else.
 fn decode_hash(text: &str) -> Result<Vec<u8>, String> {
-    hex::decode(text).map_err(|_| format!("`{text}` is not a hex hash"))
+    match hex::decode(text) {
+        Ok(bytes) if hex::encode(&bytes) == text => Ok(bytes),
+        _ => Err(format!("`{text}` is not a lowercase hex hash")),
+    }
 }
 
 /// Checks an exported file with no database: see the module's documentation for what it proves.
 /// Stops at the first problem and names its line. Memory grows with the number of streams (one
 /// hash each), not with the file.
-pub fn verify_export(input: impl BufRead) -> std::io::Result<ExportReport> {
+/// The longest line accepted (a stored event is far smaller: commands are bounded at 256 KiB).
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+
+pub fn verify_export(mut input: impl BufRead) -> std::io::Result<ExportReport> {
     let mut report = ExportReport {
         events: 0,
         streams: 0,
@@ -367,12 +387,37 @@ pub fn verify_export(input: impl BufRead) -> std::io::Result<ExportReport> {
     let mut last_position = 0;
     let mut streams: HashMap<(String, String), (i64, Vec<u8>)> = HashMap::new();
     let mut number = 0u64;
-    for text in input.lines() {
-        let text = text?;
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        let read = (&mut input)
+            .take(u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1)
+            .read_until(b'\n', &mut raw)?;
+        if read == 0 {
+            break;
+        }
         number += 1;
         let fail = |problem: String| LineProblem {
             line: number,
             problem,
+        };
+        // Every line ends in a bare `\n`, as the exporter writes it: no `\r`, no missing end.
+        let text = match raw.strip_suffix(b"\n") {
+            Some(line) if !line.ends_with(b"\r") => match std::str::from_utf8(line) {
+                Ok(text) => text.to_owned(),
+                Err(_) => {
+                    report.problem = Some(fail("the line is not UTF-8".to_owned()));
+                    return Ok(report);
+                }
+            },
+            _ => {
+                report.problem = Some(fail(if raw.len() > MAX_LINE {
+                    format!("the line is longer than {MAX_LINE} bytes")
+                } else {
+                    "the line does not end in a bare newline as the exporter writes it".to_owned()
+                }));
+                return Ok(report);
+            }
         };
         if let Some(at) = trailer_at {
             report.problem = Some(fail(format!(
@@ -465,7 +510,25 @@ fn check_header(text: &str) -> Result<ExportHeader, String> {
             header.gigledger_export
         ));
     }
-    decode_hash(&header.start.digest)?;
+    if decode_hash(&header.start.digest)?.len() != 32 {
+        return Err("the start digest is not 32 bytes".to_owned());
+    }
+    match header.after {
+        // From the start of the log: nothing can come before the first line, so the start is
+        // the genesis digest and nothing else (a file cut at its beginning does not verify).
+        None if header.start != DigestPoint::of(0, Running::GENESIS) => {
+            return Err(
+                "an export from the start of the log must start at the genesis digest".to_owned(),
+            )
+        }
+        Some(after) if header.start.position != after => {
+            return Err(format!(
+                "the start digest is at position {}, the export starts after {after}",
+                header.start.position
+            ))
+        }
+        _ => {}
+    }
     check_canonical(text, &header)?;
     Ok(header)
 }
@@ -495,7 +558,7 @@ fn check_event(
     let mut earlier = false;
     match streams.get(&stream) {
         Some((sequence, last_hash)) => {
-            if event.sequence != sequence + 1 {
+            if sequence.checked_add(1) != Some(event.sequence) {
                 return Err(format!(
                     "{}/{} jumps from sequence {sequence} to {}: events are missing between",
                     event.aggregate_type, event.aggregate_id, event.sequence
@@ -523,7 +586,12 @@ fn check_event(
     }
     let recorded_at = chrono::DateTime::parse_from_rfc3339(&event.recorded_at)
         .map_err(|e| format!("recorded_at: {e}"))?
-        .timestamp_micros();
+        .with_timezone(&chrono::Utc);
+    // One spelling per instant (UTC, `Z`, six digits), as the exporter writes it.
+    if recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true) != event.recorded_at {
+        return Err("recorded_at is not written as the exporter writes it".to_owned());
+    }
+    let recorded_at = recorded_at.timestamp_micros();
     let computed = chain_hash(
         &prev,
         event.position,

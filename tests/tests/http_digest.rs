@@ -492,6 +492,53 @@ async fn an_export_verifies_offline_and_a_changed_byte_is_named_by_its_line(pool
         String::from_utf8_lossy(&refused.stderr).contains(&format!("line {}:", lines.len() - 1))
     );
 
+    // Other spellings of the same content are refused too: nothing in the file is free.
+    let header: Value = serde_json::from_str(lines[0]).expect("JSON");
+    let first_event: Value = serde_json::from_str(lines[1]).expect("JSON");
+    let hash = first_event["hash"].as_str().expect("a hash").to_owned();
+    let recorded = first_event["recorded_at"]
+        .as_str()
+        .expect("a time")
+        .to_owned();
+    let forged_start = {
+        let mut h = header.clone();
+        h["start"] = json!({ "position": first_event["position"], "events": 1, "digest": hash });
+        serde_json::to_string(&h).expect("JSON")
+    };
+    let variants: Vec<(&str, String, usize)> = vec![
+        (
+            "an uppercase hash",
+            text.replacen(&hash, &hash.to_uppercase(), 1),
+            2,
+        ),
+        (
+            "another spelling of a time",
+            text.replacen(&recorded, &recorded.replace('Z', "+00:00"), 1),
+            2,
+        ),
+        ("CRLF line ends", text.replace('\n', "\r\n"), 1),
+        (
+            "the first event cut with a start digest to match",
+            std::iter::once(forged_start.as_str())
+                .chain(lines[2..].iter().copied())
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n",
+            1,
+        ),
+    ];
+    for (what, variant, line) in variants {
+        let file = dir.join("variant.jsonl");
+        std::fs::write(&file, &variant).expect("written");
+        let refused = gigledger(
+            &["audit", "verify-export", file.to_str().expect("a path")],
+            None,
+        );
+        assert!(!refused.status.success(), "{what} verified");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains(&format!("line {line}:")), "{what}: {said}");
+    }
+
     // A part of the log: the CLI and the route write the same bytes, and the part verifies,
     // starting from the digest at its first position.
     let first: Value = serde_json::from_str(lines[1]).expect("JSON");
@@ -588,5 +635,30 @@ async fn the_cli_replays_an_aggregate_as_of_a_version(pool: PgPool) {
         Some(&url),
     );
     assert!(!missing.status.success());
+    api.stop().await;
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn an_event_edited_with_its_hash_left_alone_is_found_by_the_digest_too(pool: PgPool) {
+    let api = TestApi::start(pool.clone()).await;
+    activity(&api).await;
+    let auditor = api.user(&[Role::Auditor]);
+    let kept = kept_digest(&api, &auditor, last_position(&pool).await).await;
+    let edited: i64 =
+        sqlx::query_scalar("select min(position) from events where event_type = 'FundsDeposited'")
+            .fetch_one(&pool)
+            .await
+            .expect("a deposit");
+    tamper(
+        &pool,
+        &format!(
+            "update events set payload = jsonb_set(payload, '{{FundsDeposited,amount,amount}}', '1')
+              where position = {edited}"
+        ),
+    )
+    .await;
+    let check = verify_digest(&api, &auditor, &kept).await;
+    assert_eq!(check["ok"], false, "{check:?}");
+    assert_eq!(check["edited_at"].as_i64(), Some(edited), "{check:?}");
     api.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Hostile bodies never reach a 5xx: every command route, sent wrong types, missing fields,
 //! negative, zero and above-maximum amounts, unknown currencies, over-long strings, invalid UTF-8,
-//! JSON nested 10 000 deep, a body over the limit and a wrong content type, answers a 4xx problem
-//! and writes nothing.
+//! JSON nested 10 000 deep, NUL characters, a body over the limit and a wrong content type,
+//! answers a 4xx problem and writes nothing; NUL in a query or a path is a 400 too.
 
 use gigledger_domain::Role;
 use gigledger_tests::http::{gig_body, proposal_body, TestApi};
@@ -75,6 +75,28 @@ fn hostile_values() -> Vec<(String, Value)> {
                     "rating": 3, "release": 1, "refund": 1, "milestone_id": uuid::Uuid::now_v7() }),
         ));
     }
+    for field in [
+        "title",
+        "description",
+        "cover_letter",
+        "note",
+        "reason",
+        "text",
+    ] {
+        cases.push((
+            format!("NUL in {field}"),
+            json!({ "title": "t", "description": "d", "skills": ["s"],
+                    "budget": { "kind": "fixed", "amount": money(json!(100), "USD") },
+                    "cover_letter": "c", "milestones": [], "note": "n", "reason": "r",
+                    "text": "t", field: "a\u{0}b",
+                    "rating": 3, "release": 1, "refund": 1, "milestone_id": uuid::Uuid::now_v7() }),
+        ));
+    }
+    cases.push((
+        "NUL in a skill".to_owned(),
+        json!({ "title": "t", "description": "d", "skills": ["s\u{0}"],
+                "budget": { "kind": "fixed", "amount": money(json!(100), "USD") } }),
+    ));
     cases.push((
         "too many skills".to_owned(),
         json!({ "title": "t", "description": "d",
@@ -283,5 +305,34 @@ async fn every_command_route_refuses_hostile_bodies_with_a_4xx_problem_and_write
         .post(&hired.client, "/v1/gigs", &gig_body("Still fine", 1_000))
         .await;
     assert_eq!(ok.status, StatusCode::CREATED);
+    api.stop().await;
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn nul_in_a_query_or_a_path_is_a_400_naming_where(pool: PgPool) {
+    let api = TestApi::start(pool).await;
+    let user = api.user(&[Role::Client]);
+    let auditor = api.user(&[Role::Auditor]);
+    for (who, path, field) in [
+        (&user, "/v1/gigs?q=a%00b", "q"),
+        (&user, "/v1/gigs?skills=%00", "skills"),
+        (&auditor, "/v1/audit/events?type=%00", "type"),
+        (
+            &auditor,
+            "/v1/audit/events?correlation_id=x%00",
+            "correlation_id",
+        ),
+        (&auditor, "/v1/audit/streams/gig/a%00b/events", "path"),
+        (&auditor, "/v1/audit/streams/gig%00/a/state", "path"),
+    ] {
+        let answer = api.get(who, path).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {:?}",
+            answer.json()
+        );
+        assert_eq!(answer.error_fields(), vec![field], "{path}");
+    }
     api.stop().await;
 }
