@@ -67,7 +67,14 @@ pub enum AuthError {
     BadSubject,
     #[error("the token's roles claim is neither a role name nor a list of them")]
     BadRoles,
+    /// A token sent in `?access_token=` (where it may end up in a proxy's or a browser's
+    /// history) must be short-lived.
+    #[error("a token in `?access_token=` must expire within {QUERY_TOKEN_MAX_SECS} seconds of now; send a longer-lived one as `Authorization: Bearer <JWT>`")]
+    TooLongLived,
 }
+
+/// The longest a token sent in `?access_token=` may still be valid, in seconds (5 minutes).
+pub const QUERY_TOKEN_MAX_SECS: u64 = 300;
 
 impl From<jsonwebtoken::errors::Error> for AuthError {
     fn from(e: jsonwebtoken::errors::Error) -> Self {
@@ -261,6 +268,33 @@ impl Authenticator {
 
     /// The caller a token proves, or why it proves none.
     pub fn verify(&self, token: &str) -> Result<Actor, AuthError> {
+        let claims = self.verified_claims(token)?;
+        self.actor_of(&claims)
+    }
+
+    /// The same for a token that must also expire within `max_secs` of `now` (Unix seconds):
+    /// the rule for a token sent in a URL ([`QUERY_TOKEN_MAX_SECS`]).
+    pub fn verify_short_lived(
+        &self,
+        token: &str,
+        max_secs: u64,
+        now: u64,
+    ) -> Result<Actor, AuthError> {
+        let claims = self.verified_claims(token)?;
+        // `exp` is required and checked by the rules; a number that is not a whole one of
+        // seconds (or none) cannot show it is short enough.
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(AuthError::TooLongLived)?;
+        if exp > now.saturating_add(max_secs) {
+            return Err(AuthError::TooLongLived);
+        }
+        self.actor_of(&claims)
+    }
+
+    /// The claims of a token that verifies under the key source and the rules.
+    fn verified_claims(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
         // Read the algorithm ourselves first: `none` (or any name jsonwebtoken does not know)
         // is then refused as an algorithm, not as a garbled token.
         let named = header_algorithm(token)?;
@@ -288,7 +322,7 @@ impl Authenticator {
                 jsonwebtoken::decode::<Map<String, Value>>(token, key, &rules)?
             }
         };
-        self.actor_of(&data.claims)
+        Ok(data.claims)
     }
 
     fn actor_of(&self, claims: &Map<String, Value>) -> Result<Actor, AuthError> {
@@ -565,6 +599,43 @@ where
         let caller = authenticator.verify(token.trim()).map(Caller)?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
+    }
+}
+
+/// The caller of `GET /v1/me/stream`: the bearer header as everywhere (it wins when sent), or,
+/// since a browser's `EventSource` cannot set headers, a token in `?access_token=` that expires
+/// within [`QUERY_TOKEN_MAX_SECS`]. Only that route takes this extractor: every other route reads
+/// the header alone ([`Caller`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamCaller(pub Actor);
+
+/// The query parameter [`StreamCaller`] reads.
+pub const ACCESS_TOKEN_PARAM: &str = "access_token";
+
+impl<S> FromRequestParts<S> for StreamCaller
+where
+    Arc<Authenticator>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            return Caller::from_request_parts(parts, state)
+                .await
+                .map(|Caller(actor)| Self(actor));
+        }
+        let token = parts.uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(name, _)| name == ACCESS_TOKEN_PARAM)
+                .map(|(_, value)| value.into_owned())
+        });
+        let token = token.ok_or(AuthError::Missing)?;
+        let authenticator = Arc::<Authenticator>::from_ref(state);
+        let now = jsonwebtoken::get_current_timestamp();
+        authenticator
+            .verify_short_lived(token.trim(), QUERY_TOKEN_MAX_SECS, now)
+            .map(Self)
     }
 }
 
@@ -893,6 +964,48 @@ mod tests {
         assert_eq!(
             verify(&secret_settings(), &hs256(&c)),
             Err(AuthError::BadSubject)
+        );
+    }
+
+    #[test]
+    fn the_query_token_rule_takes_only_tokens_that_expire_soon() {
+        let authenticator = Authenticator::from_settings(&secret_settings()).unwrap();
+        let at = now();
+        let expiring_in = |secs: u64| {
+            hs256(&with(
+                claims(&user()),
+                "exp",
+                at.saturating_add(secs).into(),
+            ))
+        };
+        let short = authenticator.verify_short_lived(
+            &expiring_in(QUERY_TOKEN_MAX_SECS),
+            QUERY_TOKEN_MAX_SECS,
+            at,
+        );
+        assert!(short.is_ok(), "{short:?}");
+        assert_eq!(
+            authenticator.verify_short_lived(
+                &expiring_in(QUERY_TOKEN_MAX_SECS + 1),
+                QUERY_TOKEN_MAX_SECS,
+                at
+            ),
+            Err(AuthError::TooLongLived)
+        );
+        // Every other rule still holds first.
+        let expired = hs256(&with(claims(&user()), "exp", (at - 3600).into()));
+        assert_eq!(
+            authenticator.verify_short_lived(&expired, QUERY_TOKEN_MAX_SECS, at),
+            Err(AuthError::Expired)
+        );
+        let wrong_key = hs(
+            Algorithm::HS256,
+            "another secret that is long enough for hs256",
+            &claims(&user()),
+        );
+        assert_eq!(
+            authenticator.verify_short_lived(&wrong_key, QUERY_TOKEN_MAX_SECS, at),
+            Err(AuthError::BadSignature)
         );
     }
 

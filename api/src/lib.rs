@@ -8,6 +8,7 @@
 //! - [`app`]: the router with its layers ([`app::app`]).
 //! - [`command`]: how every command request runs (auth, rate limit, idempotency, answer).
 //! - [`query`]: what every query shares (read-your-writes, `X-Position`, paging).
+//! - [`live`]: the shared waker and the shutdown signal of the notification streams.
 //! - [`middleware`]: request ids, spans, metrics, the time limit, CORS.
 //! - [`startup`]: preparing the database and serving.
 //! - [`routes`]: one module per resource.
@@ -29,6 +30,7 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod idempotency;
+pub mod live;
 pub mod middleware;
 pub mod openapi;
 pub mod private_pg;

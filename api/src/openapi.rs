@@ -67,7 +67,7 @@ pub struct ProblemField {
         disputes::open, disputes::resolve, disputes::queue,
         reviews::review,
         me::me, me::my_gigs, me::my_proposals, me::my_contracts, me::my_notifications,
-        me::mark_read,
+        me::mark_read, me::stream,
         users::profile,
         audit::events, audit::stream, audit::state_as_of, audit::verify, audit::digest,
         audit::verify_digest, audit::export, audit::reconcile,

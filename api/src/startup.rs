@@ -204,9 +204,18 @@ async fn serve_on(
     // came; the server stops accepting at once.
     let drain = state.limits.request_timeout + DRAIN_MARGIN;
     let tasks = state.tasks.clone();
+    let live = state.live.clone();
     let command_bound = state.services.config().gateway_timeout * 3 + drain;
     let server = axum::serve(listener, app(state))
-        .with_graceful_shutdown(stopped(stop.clone()))
+        .with_graceful_shutdown({
+            let stop = stop.clone();
+            async move {
+                stopped(stop).await;
+                // Open notification streams end now: graceful shutdown waits for every open
+                // response, and a stream would never end by itself.
+                live.close();
+            }
+        })
         .into_future();
     tokio::select! {
         served = server => served?,

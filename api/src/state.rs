@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::Authenticator;
 use crate::idempotency::{IdempotencyConfig, IdempotencyStore};
+use crate::live::Live;
 use crate::settings::HttpSettings;
 
 /// The request limits of API.md, resolved from [`HttpSettings`].
@@ -121,6 +122,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub metrics: PrometheusHandle,
     pub tasks: Arc<CommandTasks>,
+    /// The notification streams' shared waker and shutdown signal.
+    pub live: Arc<Live>,
 }
 
 impl AppState {
@@ -161,13 +164,14 @@ impl AppState {
             },
         );
         Self {
-            pool,
             services,
             auth: Arc::new(auth),
             idempotency,
             limits: Arc::new(Limits::from_settings(http)),
             metrics: crate::telemetry::metrics(),
             tasks: Arc::new(CommandTasks::default()),
+            live: Arc::new(Live::new(pool.clone())),
+            pool,
         }
     }
 }

@@ -148,6 +148,8 @@ impl LogNotifier {
                             return; // every worker is gone
                         }
                     }
+                    // Nobody to wake any more (the pool may be closed, too): stop retrying.
+                    Err(_) if tx.is_closed() => return,
                     // PgListener reconnects by itself on the next recv; pace the retries.
                     Err(e) => {
                         tracing::warn!(error = %e, "event notifications interrupted; workers poll meanwhile");
@@ -166,7 +168,8 @@ impl LogNotifier {
         Self { rx }
     }
 
-    async fn wait(&mut self, at_most: Duration) {
+    /// Returns when events were appended since the last call, or after `at_most`.
+    pub async fn wait(&mut self, at_most: Duration) {
         let _woken_or_timed_out = tokio::time::timeout(at_most, self.rx.changed()).await;
     }
 }

@@ -81,6 +81,7 @@ const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/v1/me/contracts", true),
     ("GET", "/v1/me/notifications", false),
     ("POST", "/v1/me/notifications/read", false),
+    ("GET", "/v1/me/stream", false),
     ("GET", "/v1/disputes", true),
 ];
 
@@ -108,15 +109,33 @@ impl<'a> Checker<'a> {
         problem: Option<&str>,
         fields: &[&str],
     ) -> Answer {
+        self.case_with_headers(route, path, user, body, &[], status, problem, fields)
+            .await
+    }
+
+    /// [`Checker::case`] with request headers of its own.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call per case reads best as a table"
+    )]
+    async fn case_with_headers(
+        &mut self,
+        route: (&'static str, &'static str),
+        path: &str,
+        user: Option<&User>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+        status: StatusCode,
+        problem: Option<&str>,
+        fields: &[&str],
+    ) -> Answer {
         let method = Method::from_bytes(route.0.as_bytes()).expect("a method");
         let events = self.api.event_count().await;
         let written = self.written.to_string();
-        let wait: &[(&str, &str)] =
-            if method == Method::GET && self.written > 0 && !path.contains("min_position") {
-                &[("x-min-position", written.as_str())]
-            } else {
-                &[]
-            };
+        let mut sent: Vec<(&str, &str)> = headers.to_vec();
+        if method == Method::GET && self.written > 0 && !path.contains("min_position") {
+            sent.push(("x-min-position", written.as_str()));
+        }
         let answer = self
             .api
             .send(
@@ -124,7 +143,7 @@ impl<'a> Checker<'a> {
                 path,
                 user.map(|u| u.token.as_str()),
                 body.as_ref(),
-                wait,
+                &sent,
             )
             .await;
         if let Some(position) = answer
@@ -252,6 +271,30 @@ impl<'a> Checker<'a> {
             &[field],
         )
         .await;
+    }
+
+    /// A route whose success is an endless body (an event stream): its head is checked, and the
+    /// connection dropped.
+    async fn opened(&mut self, route: (&'static str, &'static str), path: &str, user: &User) {
+        let response = self
+            .api
+            .http
+            .get(format!("{}{path}", self.api.base))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "GET {path}: {content_type}"
+        );
+        self.seen.entry(route).or_default().insert(Kind::Success);
     }
 
     async fn unreadable(
@@ -845,6 +888,20 @@ async fn every_route_answers_its_success_401_refusal_and_bad_input_as_problems(p
     .await;
     let unread = api.get(&client, "/v1/me/notifications?unread=true").await;
     assert_eq!(unread.json()["unread_count"], 0, "{:?}", unread.json());
+    let r = ("GET", "/v1/me/stream");
+    c.opened(r, "/v1/me/stream", &client).await;
+    c.no_token(r, "/v1/me/stream").await;
+    c.case_with_headers(
+        r,
+        "/v1/me/stream",
+        Some(&client),
+        None,
+        &[("last-event-id", "not-a-position")],
+        StatusCode::BAD_REQUEST,
+        Some("/problems/bad-request"),
+        &["Last-Event-ID"],
+    )
+    .await;
     let r = ("GET", "/v1/users/{user_id}/profile");
     c.ok(
         r,

@@ -1,18 +1,25 @@
 //! The caller's own views: who they are, their gigs, proposals, contracts and notifications.
 //!
-//! Who (API.md): anyone signed in for `/v1/me` and notifications; `/v1/me/gigs` needs the role
-//! `client`, `/v1/me/proposals` `freelancer`, `/v1/me/contracts` either. Every list is of the
-//! caller's own rows only: the caller's id comes from the token, never from the request.
+//! Who (API.md): anyone signed in for `/v1/me`, notifications and their stream; `/v1/me/gigs`
+//! needs the role `client`, `/v1/me/proposals` `freelancer`, `/v1/me/contracts` either. Every
+//! list is of the caller's own rows only: the caller's id comes from the token, never from the
+//! request.
+
+use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use gigledger_domain::{GigStatus, Role};
 use gigledger_projections::read::{contracts, gig_board, notifications, proposals};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{require_any, Caller};
+use crate::auth::{require_any, Caller, StreamCaller};
 use crate::error::{ApiError, ApiJson, ApiQuery};
-use crate::query::{self, from_read, Listed, MinPosition, Paging};
+use crate::query::{self, from_read, read_failed, Listed, MinPosition, Paging};
 use crate::routes::Table;
 use crate::state::AppState;
 
@@ -24,6 +31,7 @@ pub fn routes(table: Table) -> Table {
         .get("/v1/me/contracts", "client or freelancer", my_contracts)
         .get("/v1/me/notifications", "anyone signed in", my_notifications)
         .post("/v1/me/notifications/read", "anyone signed in", mark_read)
+        .get("/v1/me/stream", "anyone signed in", stream)
 }
 
 /// `GET /v1/me`.
@@ -217,4 +225,114 @@ pub(crate) async fn mark_read(
             other => from_read(other),
         })?;
     Ok(axum::Json(Marked { marked_read }))
+}
+
+/// The request header an `EventSource` sends when it reconnects: the `id` of the last event it
+/// received.
+pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// How often a stream with nothing to send writes a comment line, so that proxies and clients
+/// see the connection alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Where a stream starts: after the event at the position `Last-Event-ID` names, or at the
+/// current end (what the notifications projection has written so far).
+async fn stream_start(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<gigledger_projections::log::Checkpoint, ApiError> {
+    let Some(value) = headers.get(&LAST_EVENT_ID) else {
+        return gigledger_projections::runtime::load_checkpoint(&state.pool, notifications::NAME)
+            .await
+            .map_err(|e| read_failed(&e));
+    };
+    let invalid = || {
+        ApiError::bad_request(
+            "Last-Event-ID",
+            "must be the id of an event of this stream: a whole number, 0 or more",
+        )
+    };
+    let position: i64 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|p| *p >= 0)
+        .ok_or_else(invalid)?;
+    if position == 0 {
+        return Ok(gigledger_projections::log::Checkpoint::START);
+    }
+    // An id is an event's position; the stream continues after that event in the order the
+    // projection applies events (by transaction, then position), which positions alone do not
+    // give.
+    gigledger_projections::log::checkpoint_of(&state.pool, position)
+        .await
+        .map_err(|e| read_failed(&e))?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "Last-Event-ID",
+                format!("no event has the position {position}: it is not an id this stream sent"),
+            )
+        })
+}
+
+/// `GET /v1/me/stream`: the caller's notifications as Server-Sent Events, as the notifications
+/// projection writes them. Each event has `id:` = the notification's `position`, `event:
+/// notification`, and `data:` = the notification as `GET /v1/me/notifications` lists it.
+#[utoipa::path(
+    get,
+    path = "/v1/me/stream",
+    tag = "me",
+    description = "The caller's notifications, live, as Server-Sent Events (`text/event-stream`). \
+                   Each event: `id:` the notification's `position`, `event: notification`, \
+                   `data:` the notification as `GET /v1/me/notifications` lists it. Without \
+                   `Last-Event-ID` the stream starts at the current end; with it, it first sends \
+                   every notification of the caller after that id, then live ones. A comment line \
+                   every 15 s keeps the connection alive; the stream ends when the server shuts \
+                   down (reconnect with `Last-Event-ID`).\n\n\
+                   Authentication: `Authorization: Bearer <JWT>`, or, for a browser's \
+                   `EventSource`, which cannot set headers, `?access_token=<JWT>` (this route \
+                   only). A query token must expire within 5 minutes of the request (its `exp` at \
+                   most 300 s after now), else `401`: mint a short-lived token for the URL.",
+    params(
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after the event with this id (a whole number, 0 or more; 0 = from the first notification)"),
+        ("access_token" = Option<String>, Query, description = "a bearer token expiring within 5 minutes, for clients that cannot send headers"),
+    ),
+    responses((status = 200, description = "the event stream; each event's data is a notification (schema `Notification`)", content_type = "text/event-stream", body = String))
+)]
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    StreamCaller(caller): StreamCaller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let after = stream_start(&state, &headers).await?;
+    let progress = state.live.progress().await.map_err(|e| read_failed(&e))?;
+    let events = crate::live::notifications_after(
+        state.pool.clone(),
+        caller.user_id,
+        after,
+        progress,
+        state.live.closing(),
+    )
+    .filter_map(|n| async move {
+        match Event::default()
+            .id(n.position.to_string())
+            .event("notification")
+            .json_data(&n)
+        {
+            Ok(event) => Some(Ok::<_, Infallible>(event)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a notification did not serialise; skipped");
+                None
+            }
+        }
+    });
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+        .into_response();
+    // Proxies that buffer responses (nginx) pass this one through as it is written.
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    Ok(response)
 }

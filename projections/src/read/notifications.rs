@@ -40,7 +40,7 @@ use super::{
     cursor_part, decode, decode_cursor, encode_cursor, into_page, page_limit, AnyEvent, Page,
     ReadError,
 };
-use crate::log::RecordedEvent;
+use crate::log::{Checkpoint, RecordedEvent};
 use crate::runtime::{Handler, HandlerError};
 
 /// The handler's stored name.
@@ -571,6 +571,27 @@ pub struct Notification {
     pub read: bool,
     #[serde(skip)]
     transaction_id: i64,
+}
+
+impl Notification {
+    /// Where the notification stands in the order the projection applied them: its event's
+    /// place in the log. A stream that has sent it continues after it
+    /// ([`cursor_after`] with this, into [`notifications_of`]).
+    #[must_use]
+    pub fn place(&self) -> Checkpoint {
+        Checkpoint {
+            transaction_id: self.transaction_id,
+            position: self.position,
+        }
+    }
+}
+
+/// The [`notifications_of`] cursor that continues after `place` in the log's order: after the
+/// notification of the event there, or, for a read model's checkpoint, after every notification
+/// that read model has written so far.
+#[must_use]
+pub fn cursor_after(place: Checkpoint) -> String {
+    encode_cursor(CURSOR, &[&place.transaction_id, &place.position])
 }
 
 const CURSOR: &str = "n";
