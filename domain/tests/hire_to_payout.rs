@@ -7,7 +7,7 @@
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
-use gigledger_domain::process::{follow_ups, FollowUp};
+use gigledger_domain::process::{follow_ups, Cause, FollowUp};
 use gigledger_domain::{
     Actor, AnyEvent, Budget, Contract, ContractCommand, ContractEvent, ContractId, ContractStatus,
     Currency, DisputeId, Escrow, EscrowCommand, EscrowEvent, EscrowServices, Gig, GigCommand,
@@ -120,7 +120,12 @@ fn hired() -> World {
     };
 
     let mut contract = Contract::default();
-    let steps = follow_ups(&gig_id.to_string(), &AnyEvent::Gig(accepted.clone()), at());
+    let accepted = AnyEvent::Gig(accepted.clone());
+    let steps = follow_ups(
+        &Cause::new(&gig_id.to_string(), Uuid::now_v7(), &accepted),
+        at(),
+    )
+    .unwrap();
     let [FollowUp::Contract(_, start), FollowUp::Escrow(_, open)] = steps.as_slice() else {
         panic!("ProposalAccepted calls for StartContract and OpenEscrow, got {steps:?}");
     };
@@ -168,7 +173,9 @@ impl World {
         .unwrap();
         let id = self.contract_id.to_string();
         for event in deposited {
-            for step in follow_ups(&id, &AnyEvent::Escrow(event), at()) {
+            let event = AnyEvent::Escrow(event);
+            let cause = Cause::new(&id, Uuid::now_v7(), &event).with_escrow(&self.escrow);
+            for step in follow_ups(&cause, at()).unwrap() {
                 let FollowUp::Contract(_, command) = step else {
                     panic!("an escrow event calls for contract steps only");
                 };
@@ -181,7 +188,8 @@ impl World {
         let events = run(&mut self.contract, command, &()).unwrap();
         let id = self.contract_id.to_string();
         for event in &events {
-            for step in follow_ups(&id, &AnyEvent::Contract(event.clone()), at()) {
+            let event = AnyEvent::Contract(event.clone());
+            for step in follow_ups(&Cause::new(&id, Uuid::now_v7(), &event), at()).unwrap() {
                 let FollowUp::Escrow(_, command) = step else {
                     panic!("a contract event calls for escrow steps only");
                 };

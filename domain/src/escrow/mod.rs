@@ -17,6 +17,11 @@
 //! event takes the stream's next sequence, so a deposit still in flight with the voided charge can
 //! no longer be appended (it retries on the new state), and the milestone's next attempt charges
 //! under a new key.
+//!
+//! A refund is first a liability to the client (`FundsRefunded` pays into `client_refund`); a
+//! process manager then refunds the deposit's charge at the provider ([`Escrow::charge_id`]) and
+//! records `RefundIssued` (the money is back in `client_funding`) or `RefundFailed` (still owed,
+//! retried, shown to admins).
 
 mod commands;
 mod errors;
@@ -35,7 +40,8 @@ pub use commands::EscrowCommand;
 pub use errors::EscrowError;
 pub use events::{
     escrow_account, freelancer_payable_account, EscrowCloseReason, EscrowEvent, JournalLine,
-    ScheduledMilestone, CLIENT_FUNDING_ACCOUNT, CLIENT_REFUND_ACCOUNT, PLATFORM_REVENUE_ACCOUNT,
+    ScheduledMilestone, CLIENT_FUNDING_ACCOUNT, CLIENT_REFUND_ACCOUNT, PAYOUTS_SENT_ACCOUNT,
+    PLATFORM_REVENUE_ACCOUNT,
 };
 
 use crate::actor::{ActingAs, Actor, Authorise, Role};
@@ -43,6 +49,12 @@ use crate::gateway::{ChargeReference, ChargeRequest, PaymentGateway, SimulatedGa
 use crate::ids::{ContractId, MilestoneId, UserId};
 use crate::money::{Currency, Money, BPS_PER_WHOLE};
 use crate::snapshot::SnapshotSchema;
+use crate::validate::trimmed_within;
+
+/// Longest provider refund id accepted, in characters.
+pub const MAX_REFUND_ID_CHARS: usize = 255;
+/// Longest reason for a failed card refund, in characters.
+pub const MAX_REFUND_FAILURE_CHARS: usize = 1_000;
 
 /// Longest idempotency key accepted, in characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
@@ -116,6 +128,33 @@ impl MilestoneBalance {
     }
 }
 
+/// Where the card refund of one milestone's refunded amount stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CardRefund {
+    /// What was refunded for the milestone (`FundsRefunded`), and so is owed to the card.
+    pub amount: Money,
+    /// Whether the provider refunded it yet.
+    pub status: CardRefundStatus,
+}
+
+/// Whether the provider has refunded a milestone's refund to the card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CardRefundStatus {
+    /// Not yet attempted, or under way.
+    Pending,
+    /// Refunded (`RefundIssued`).
+    Issued {
+        /// The provider's id of the refund.
+        refund_id: String,
+    },
+    /// The last attempt failed (`RefundFailed`); it is retried.
+    Failed {
+        /// Why, as the provider said.
+        reason: String,
+    },
+}
+
 /// The money held for one contract. `Default` is the escrow before it opened.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Escrow {
@@ -125,7 +164,8 @@ pub struct Escrow {
 /// Bump on any change to the shape or meaning of `EscrowState` (or what it holds).
 impl SnapshotSchema for Escrow {
     // 2: the state keeps the charges voided per milestone (`voided_charges`).
-    const SNAPSHOT_VERSION: i32 = 2;
+    // 3: it keeps each milestone's deposit charge id and its card refund (issued or failed).
+    const SNAPSHOT_VERSION: i32 = 3;
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -153,6 +193,15 @@ struct Account {
     /// before voids were recorded, which had none.
     #[serde(default)]
     voided_charges: u32,
+    /// The provider's id of the deposit's charge (`FundsDeposited`).
+    #[serde(default)]
+    charge_id: Option<String>,
+    /// The provider's id of the card refund of what was refunded (`RefundIssued`).
+    #[serde(default)]
+    refund_id: Option<String>,
+    /// Why the last card refund attempt failed, while none is issued (`RefundFailed`).
+    #[serde(default)]
+    refund_failure: Option<String>,
 }
 
 impl Account {
@@ -259,6 +308,25 @@ impl Aggregate for Escrow {
                 .void_charge(milestone_id, &actor, at)?
                 .into_iter()
                 .collect(),
+            EscrowCommand::RecordRefundIssued {
+                milestone_id,
+                refund_id,
+                amount,
+                actor,
+                at,
+            } => self
+                .record_refund_issued(milestone_id, &refund_id, amount, &actor, at)?
+                .into_iter()
+                .collect(),
+            EscrowCommand::RecordRefundFailed {
+                milestone_id,
+                reason,
+                actor,
+                at,
+            } => self
+                .record_refund_failed(milestone_id, &reason, &actor, at)?
+                .into_iter()
+                .collect(),
         };
         self.check_invariants(&events)?;
         for event in events {
@@ -295,6 +363,9 @@ impl Aggregate for Escrow {
                         frozen: false,
                         settled: false,
                         voided_charges: 0,
+                        charge_id: None,
+                        refund_id: None,
+                        refund_failure: None,
                     })
                     .collect(),
                 closed: false,
@@ -309,10 +380,12 @@ impl Aggregate for Escrow {
             EscrowEvent::FundsDeposited {
                 milestone_id,
                 amount,
+                charge_id,
                 ..
             } => {
                 if let Some(account) = state.account_mut(milestone_id) {
                     account.deposited = amount.amount;
+                    account.charge_id = Some(charge_id);
                 }
             }
             EscrowEvent::FundsReleased {
@@ -344,6 +417,25 @@ impl Aggregate for Escrow {
             EscrowEvent::ChargeVoided { milestone_id, .. } => {
                 if let Some(account) = state.account_mut(milestone_id) {
                     account.voided_charges = account.voided_charges.saturating_add(1);
+                }
+            }
+            EscrowEvent::RefundIssued {
+                milestone_id,
+                refund_id,
+                ..
+            } => {
+                if let Some(account) = state.account_mut(milestone_id) {
+                    account.refund_id = Some(refund_id);
+                    account.refund_failure = None;
+                }
+            }
+            EscrowEvent::RefundFailed {
+                milestone_id,
+                reason,
+                ..
+            } => {
+                if let Some(account) = state.account_mut(milestone_id) {
+                    account.refund_failure = Some(reason);
                 }
             }
         }
@@ -465,6 +557,38 @@ impl Escrow {
             .map(|account| state.charge_key(account))
     }
 
+    /// The provider's id of the charge a milestone's deposit was paid with: what the card refund
+    /// of a `FundsRefunded` refunds. `None` before the deposit.
+    #[must_use]
+    pub fn charge_id(&self, milestone_id: MilestoneId) -> Option<&str> {
+        let state = self.state.as_ref()?;
+        state.account(milestone_id).ok()?.charge_id.as_deref()
+    }
+
+    /// Where the card refund of a milestone's refunded amount stands; `None` while nothing was
+    /// refunded for it (or for a milestone not in the schedule).
+    #[must_use]
+    pub fn card_refund(&self, milestone_id: MilestoneId) -> Option<CardRefund> {
+        let state = self.state.as_ref()?;
+        let account = state.account(milestone_id).ok()?;
+        if account.refunded == 0 {
+            return None;
+        }
+        let status = match (&account.refund_id, &account.refund_failure) {
+            (Some(refund_id), _) => CardRefundStatus::Issued {
+                refund_id: refund_id.clone(),
+            },
+            (None, Some(reason)) => CardRefundStatus::Failed {
+                reason: reason.clone(),
+            },
+            (None, None) => CardRefundStatus::Pending,
+        };
+        Some(CardRefund {
+            amount: state.money(account.refunded),
+            status,
+        })
+    }
+
     /// Every milestone's balances, in schedule order.
     #[must_use]
     pub fn balances(&self) -> Vec<MilestoneBalance> {
@@ -582,6 +706,35 @@ impl Escrow {
             EscrowEvent::EscrowClosed { .. } => {
                 if state.closed {
                     Err(Violated("an escrow closes once"))
+                } else {
+                    Ok(())
+                }
+            }
+            EscrowEvent::RefundIssued {
+                milestone_id,
+                refund_id,
+                amount,
+                ..
+            } => {
+                let account = state.account(*milestone_id)?;
+                if account.refunded == 0 {
+                    Err(Violated("only a refunded amount is refunded to the card"))
+                } else if account.refund_id.is_some() {
+                    Err(Violated("a refund reaches the card at most once"))
+                } else if !in_currency(amount) || amount.amount != account.refunded {
+                    Err(Violated("the card refund is exactly what was refunded"))
+                } else if refund_id.trim().is_empty() {
+                    Err(Violated("a card refund names the provider's refund"))
+                } else {
+                    Ok(())
+                }
+            }
+            EscrowEvent::RefundFailed { milestone_id, .. } => {
+                let account = state.account(*milestone_id)?;
+                if account.refunded == 0 {
+                    Err(Violated("only a refunded amount is refunded to the card"))
+                } else if account.refund_id.is_some() {
+                    Err(Violated("an issued card refund does not fail afterwards"))
                 } else {
                     Ok(())
                 }
@@ -717,6 +870,69 @@ impl Escrow {
             milestone_id,
             charge_key: state.charge_key(account),
             voided_at: at,
+        }))
+    }
+
+    /// `RefundIssued` for the milestone's refunded amount, unless already issued under this id.
+    fn record_refund_issued(
+        &self,
+        milestone_id: MilestoneId,
+        refund_id: &str,
+        amount: Money,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<EscrowEvent>, EscrowError> {
+        let state = self.as_system(actor)?;
+        let account = state.account(milestone_id)?;
+        let refund_id = trimmed_within(refund_id, 1, MAX_REFUND_ID_CHARS)
+            .ok_or(EscrowError::InvalidRefundId)?;
+        if account.refunded == 0 {
+            return Err(EscrowError::NothingRefunded);
+        }
+        if let Some(issued) = &account.refund_id {
+            return if *issued == refund_id {
+                Ok(None)
+            } else {
+                Err(EscrowError::RefundAlreadyIssued)
+            };
+        }
+        let refunded = state.money(account.refunded);
+        if amount != refunded {
+            return Err(EscrowError::RefundAmountMismatch { refunded });
+        }
+        Ok(Some(EscrowEvent::RefundIssued {
+            milestone_id,
+            refund_id,
+            amount,
+            issued_at: at,
+        }))
+    }
+
+    /// `RefundFailed` for the milestone's card refund, unless the last attempt failed the same way.
+    fn record_refund_failed(
+        &self,
+        milestone_id: MilestoneId,
+        reason: &str,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Option<EscrowEvent>, EscrowError> {
+        let state = self.as_system(actor)?;
+        let account = state.account(milestone_id)?;
+        let reason = trimmed_within(reason, 1, MAX_REFUND_FAILURE_CHARS)
+            .ok_or(EscrowError::InvalidReason)?;
+        if account.refunded == 0 {
+            return Err(EscrowError::NothingRefunded);
+        }
+        if account.refund_id.is_some() {
+            return Err(EscrowError::RefundAlreadyIssued);
+        }
+        if account.refund_failure.as_deref() == Some(reason.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(EscrowEvent::RefundFailed {
+            milestone_id,
+            reason,
+            failed_at: at,
         }))
     }
 
@@ -888,7 +1104,9 @@ impl Authorise for Escrow {
             | EscrowCommand::Freeze { actor, .. }
             | EscrowCommand::Settle { actor, .. }
             | EscrowCommand::RefundUnreleased { actor, .. }
-            | EscrowCommand::VoidCharge { actor, .. } => {
+            | EscrowCommand::VoidCharge { actor, .. }
+            | EscrowCommand::RecordRefundIssued { actor, .. }
+            | EscrowCommand::RecordRefundFailed { actor, .. } => {
                 self.as_system(actor).map(|_| ActingAs::System)
             }
         }
