@@ -447,8 +447,9 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::gateway::Provider;
     use crate::gig::MilestoneTerms;
-    use crate::ids::{DisputeId, MilestoneId, ProposalId};
+    use crate::ids::{DisputeId, MilestoneId, PayoutId, ProposalId};
     use crate::money::Currency;
     use crate::test_support::*;
 
@@ -666,5 +667,276 @@ mod tests {
             },
         );
         assert_eq!(step.name(), "Escrow.Release");
+    }
+
+    // ---- the wallet and provider rows ----
+
+    fn escrow_with_deposit() -> Escrow {
+        use cqrs_es::Aggregate;
+        let mut escrow = Escrow::default();
+        escrow.apply(EscrowEvent::EscrowOpened {
+            contract_id: contract_id(),
+            client_id: client().user_id,
+            freelancer_id: freelancer().user_id,
+            currency: Currency::USD,
+            milestones: vec![
+                ScheduledMilestone {
+                    milestone_id: m(1),
+                    amount: usd(20_000),
+                },
+                ScheduledMilestone {
+                    milestone_id: m(2),
+                    amount: usd(5_000),
+                },
+            ],
+            fee_bps: 1_000,
+            opened_at: now(),
+        });
+        escrow.apply(EscrowEvent::FundsDeposited {
+            milestone_id: m(1),
+            amount: usd(20_000),
+            charge_id: "sim_ch_000007".to_owned(),
+            deposited_at: now(),
+        });
+        escrow
+    }
+
+    fn event_id() -> Uuid {
+        Uuid::from_u128(77)
+    }
+
+    fn released() -> AnyEvent {
+        AnyEvent::Escrow(EscrowEvent::FundsReleased {
+            milestone_id: m(1),
+            gross: usd(20_000),
+            fee: usd(2_000),
+            net: usd(18_000),
+            released_at: now(),
+        })
+    }
+
+    fn refunded(milestone: MilestoneId) -> AnyEvent {
+        AnyEvent::Escrow(EscrowEvent::FundsRefunded {
+            milestone_id: milestone,
+            amount: usd(20_000),
+            refunded_at: now(),
+        })
+    }
+
+    fn with_escrow(event: &AnyEvent, escrow: &Escrow) -> Result<Vec<FollowUp>, StepError> {
+        let id = id();
+        follow_ups(
+            &Cause::new(&id, event_id(), event).with_escrow(escrow),
+            now(),
+        )
+    }
+
+    #[test]
+    fn a_release_credits_its_net_to_the_escrow_freelancers_wallet_keyed_by_the_release_event() {
+        let escrow = escrow_with_deposit();
+        let freelancer_id = freelancer().user_id;
+        let steps = with_escrow(&released(), &escrow);
+        assert_eq!(
+            steps,
+            Ok(vec![FollowUp::Wallet(
+                freelancer_id,
+                WalletCommand::CreditEarnings {
+                    freelancer_id,
+                    release_event_id: event_id(),
+                    contract_id: contract_id(),
+                    milestone_id: m(1),
+                    net: usd(18_000),
+                    actor: system(),
+                    at: now(),
+                }
+            )])
+        );
+        assert_eq!(
+            steps.ok().and_then(|s| s.first().map(FollowUp::name)),
+            Some("Wallet.CreditEarnings".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_escrow_rows_refuse_to_guess_without_their_escrow() {
+        let id = id();
+        for event in [released(), refunded(m(1))] {
+            let cause = Cause::new(&id, event_id(), &event);
+            assert!(cause.needs_escrow());
+            assert!(matches!(
+                follow_ups(&cause, now()),
+                Err(StepError::EscrowNeeded { .. })
+            ));
+            // Another contract's escrow is no better.
+            let other = ContractId(Uuid::from_u128(301)).to_string();
+            let escrow = escrow_with_deposit();
+            let cause = Cause::new(&other, event_id(), &event).with_escrow(&escrow);
+            assert!(matches!(
+                follow_ups(&cause, now()),
+                Err(StepError::EscrowNeeded { .. })
+            ));
+        }
+        let deposited = AnyEvent::Escrow(EscrowEvent::FundsDeposited {
+            milestone_id: m(1),
+            amount: usd(1),
+            charge_id: "c".to_owned(),
+            deposited_at: now(),
+        });
+        assert!(!Cause::new(&id, event_id(), &deposited).needs_escrow());
+    }
+
+    #[test]
+    fn a_refund_asks_the_provider_to_refund_the_deposits_charge_keyed_by_the_refund_event() {
+        let steps = with_escrow(&refunded(m(1)), &escrow_with_deposit());
+        let expected = FollowUp::Refund {
+            contract_id: contract_id(),
+            milestone_id: m(1),
+            request: RefundRequest {
+                idempotency_key: format!("refund:{}", event_id()),
+                charge_id: "sim_ch_000007".to_owned(),
+                amount: usd(20_000),
+            },
+        };
+        assert_eq!(steps, Ok(vec![expected.clone()]));
+        assert_eq!(expected.name(), "Provider.Refund");
+        assert_eq!(
+            with_escrow(&refunded(m(2)), &escrow_with_deposit()),
+            Err(StepError::NoChargeRecorded { milestone_id: m(2) })
+        );
+    }
+
+    #[test]
+    fn a_payout_request_asks_the_provider_to_transfer_keyed_by_the_payout() {
+        let freelancer_id = freelancer().user_id;
+        let payout_id = PayoutId(Uuid::from_u128(600));
+        let requested = AnyEvent::Wallet(WalletEvent::PayoutRequested {
+            payout_id,
+            amount: usd(1_500),
+            account_id: "sim_acct_000001".to_owned(),
+            provider: Provider::Simulated,
+            requested_at: now(),
+        });
+        let expected = FollowUp::Transfer(
+            freelancer_id,
+            TransferRequest {
+                idempotency_key: format!("payout:{payout_id}"),
+                account_id: "sim_acct_000001".to_owned(),
+                amount: usd(1_500),
+                reference: TransferReference {
+                    user_id: freelancer_id,
+                    payout_id,
+                },
+            },
+        );
+        assert_eq!(
+            steps(&freelancer_id.to_string(), requested.clone()),
+            vec![expected.clone()]
+        );
+        assert_eq!(expected.name(), "Provider.Transfer");
+        assert_eq!(steps("not-a-uuid", requested), vec![]);
+        let paid = AnyEvent::Wallet(WalletEvent::PayoutPaid {
+            payout_id,
+            amount: usd(1_500),
+            transfer_id: "t".to_owned(),
+            paid_at: now(),
+        });
+        assert_eq!(steps(&freelancer_id.to_string(), paid), vec![]);
+    }
+
+    fn transfer_request() -> TransferRequest {
+        TransferRequest {
+            idempotency_key: "payout:600".to_owned(),
+            account_id: "sim_acct_000001".to_owned(),
+            amount: usd(1_500),
+            reference: TransferReference {
+                user_id: freelancer().user_id,
+                payout_id: PayoutId(Uuid::from_u128(600)),
+            },
+        }
+    }
+
+    #[test]
+    fn a_transfer_answer_marks_the_payout_paid_or_failed_and_a_transient_failure_waits() {
+        let request = transfer_request();
+        let wallet = |command| Some(FollowUp::Wallet(freelancer().user_id, command));
+        let receipt = Ok(TransferReceipt {
+            transfer_id: "sim_tr_000001".to_owned(),
+        });
+        assert_eq!(
+            after_transfer(&request, &receipt, now()),
+            wallet(WalletCommand::MarkPayoutPaid {
+                payout_id: PayoutId(Uuid::from_u128(600)),
+                transfer_id: "sim_tr_000001".to_owned(),
+                actor: system(),
+                at: now(),
+            })
+        );
+        let declined = Err(GatewayError::Declined("account closed".to_owned()));
+        assert_eq!(
+            after_transfer(&request, &declined, now()),
+            wallet(WalletCommand::MarkPayoutFailed {
+                payout_id: PayoutId(Uuid::from_u128(600)),
+                reason: "the payment was declined: account closed".to_owned(),
+                actor: system(),
+                at: now(),
+            })
+        );
+        for transient in [
+            Err(GatewayError::Timeout),
+            Err(GatewayError::Unavailable("down".to_owned())),
+        ] {
+            assert_eq!(after_transfer(&request, &transient, now()), None);
+        }
+        // A provider's long message still makes a reason the wallet accepts.
+        let long = Err(GatewayError::Declined("x".repeat(5_000)));
+        let Some(FollowUp::Wallet(_, WalletCommand::MarkPayoutFailed { reason, .. })) =
+            after_transfer(&request, &long, now())
+        else {
+            panic!("a declined transfer fails the payout");
+        };
+        assert_eq!(reason.chars().count(), MAX_PAYOUT_FAILURE_CHARS);
+    }
+
+    #[test]
+    fn a_refund_answer_records_the_card_refund_issued_or_failed_and_a_transient_failure_waits() {
+        let request = RefundRequest {
+            idempotency_key: "refund:77".to_owned(),
+            charge_id: "sim_ch_000007".to_owned(),
+            amount: usd(20_000),
+        };
+        let escrow = |command| Some(FollowUp::Escrow(contract_id(), command));
+        let receipt = Ok(RefundReceipt {
+            refund_id: "sim_re_000001".to_owned(),
+        });
+        assert_eq!(
+            after_refund(contract_id(), m(1), &request, &receipt, now()),
+            escrow(EscrowCommand::RecordRefundIssued {
+                milestone_id: m(1),
+                refund_id: "sim_re_000001".to_owned(),
+                amount: usd(20_000),
+                actor: system(),
+                at: now(),
+            })
+        );
+        let declined = Err(GatewayError::Declined("card expired".to_owned()));
+        assert_eq!(
+            after_refund(contract_id(), m(1), &request, &declined, now()),
+            escrow(EscrowCommand::RecordRefundFailed {
+                milestone_id: m(1),
+                reason: "the payment was declined: card expired".to_owned(),
+                actor: system(),
+                at: now(),
+            })
+        );
+        assert_eq!(
+            after_refund(
+                contract_id(),
+                m(1),
+                &request,
+                &Err(GatewayError::Timeout),
+                now()
+            ),
+            None
+        );
     }
 }
