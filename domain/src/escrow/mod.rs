@@ -889,16 +889,16 @@ impl Escrow {
         if account.refunded == 0 {
             return Err(EscrowError::NothingRefunded);
         }
+        let refunded = state.money(account.refunded);
+        if amount != refunded {
+            return Err(EscrowError::RefundAmountMismatch { refunded });
+        }
         if let Some(issued) = &account.refund_id {
             return if *issued == refund_id {
                 Ok(None)
             } else {
                 Err(EscrowError::RefundAlreadyIssued)
             };
-        }
-        let refunded = state.money(account.refunded);
-        if amount != refunded {
-            return Err(EscrowError::RefundAmountMismatch { refunded });
         }
         Ok(Some(EscrowEvent::RefundIssued {
             milestone_id,
@@ -2237,15 +2237,18 @@ mod tests {
     }
 
     #[test]
-    fn recording_the_same_card_refund_again_changes_nothing() {
+    fn recording_the_same_card_refund_again_changes_nothing_but_another_amount_is_refused() {
+        let issued = cancelled_with([refund_issued(m2(), "sim_re_000001", 30_000)]);
         EscrowTest::with(services())
-            .given(cancelled_with([refund_issued(
-                m2(),
-                "sim_re_000001",
-                30_000,
-            )]))
+            .given(issued.clone())
             .when(record_issued(m2(), "sim_re_000001", usd(30_000)))
             .then_expect_events(vec![]);
+        EscrowTest::with(services())
+            .given(issued)
+            .when(record_issued(m2(), "sim_re_000001", usd(29_000)))
+            .then_expect_error(EscrowError::RefundAmountMismatch {
+                refunded: usd(30_000),
+            });
     }
 
     #[test]
