@@ -11,8 +11,9 @@ use crate::contract::{Contract, ContractEvent};
 use crate::escrow::{Escrow, EscrowEvent};
 use crate::gig::{Gig, GigEvent};
 use crate::upcast;
+use crate::wallet::{Wallet, WalletEvent};
 
-/// An event of a gig, a contract or an escrow.
+/// An event of a gig, a contract, an escrow or a wallet.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyEvent {
     /// An event of a gig's stream.
@@ -21,6 +22,8 @@ pub enum AnyEvent {
     Contract(ContractEvent),
     /// An event of an escrow's stream.
     Escrow(EscrowEvent),
+    /// An event of a freelancer's wallet stream.
+    Wallet(WalletEvent),
 }
 
 impl AnyEvent {
@@ -35,7 +38,7 @@ impl AnyEvent {
         event_version: &str,
         payload: &Value,
     ) -> Result<Option<Self>, serde_json::Error> {
-        if ![Gig::TYPE, Contract::TYPE, Escrow::TYPE].contains(&aggregate_type) {
+        if ![Gig::TYPE, Contract::TYPE, Escrow::TYPE, Wallet::TYPE].contains(&aggregate_type) {
             return Ok(None);
         }
         let payload = upcast::upcast(
@@ -50,6 +53,7 @@ impl AnyEvent {
             Gig::TYPE => Self::Gig(GigEvent::deserialize(payload)?),
             Contract::TYPE => Self::Contract(ContractEvent::deserialize(payload)?),
             Escrow::TYPE => Self::Escrow(EscrowEvent::deserialize(payload)?),
+            Wallet::TYPE => Self::Wallet(WalletEvent::deserialize(payload)?),
             _ => return Ok(None),
         }))
     }

@@ -84,6 +84,11 @@ typed_id!(
     DisputeId
 );
 typed_id!(
+    /// A payout: one request to transfer part of a freelancer's available earnings to their payout
+    /// account, unique within the platform (it lives inside the freelancer's wallet stream).
+    PayoutId
+);
+typed_id!(
     /// A person (the JWT `sub`), or the nil id for the platform itself (see `Actor::system`).
     UserId
 );

@@ -1,6 +1,7 @@
 //! Property tests of the escrow's money rules, through the public API only: any sequence of
 //! commands keeps every balance invariant, every release splits exactly, every journal entry
-//! balances, and a refused command writes nothing.
+//! balances, a refund reaches the card at most once and for exactly its amount, and a refused
+//! command writes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,6 +64,14 @@ enum Step {
         refund: i64,
     },
     RefundUnreleased,
+    /// The provider's answer to a card refund: issued (for the refunded amount, or off by
+    /// `skew`) under one of two refund ids, or failed.
+    CardRefund {
+        index: usize,
+        refund: u8,
+        skew: i64,
+        failed: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -76,6 +85,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (any::<usize>(), any::<i64>(), any::<i64>())
             .prop_map(|(index, release, refund)| Step::SettleAnyhow { index, release, refund }),
         1 => Just(Step::RefundUnreleased),
+        2 => (any::<usize>(), 0_u8..2, prop_oneof![3 => Just(0_i64), 1 => -2..=2_i64], proptest::bool::weighted(0.3))
+            .prop_map(|(index, refund, skew, failed)| Step::CardRefund { index, refund, skew, failed }),
     ]
 }
 
@@ -252,6 +263,38 @@ impl Scenario {
                     at: at(),
                 });
             }
+            Step::CardRefund {
+                index,
+                refund,
+                skew,
+                failed,
+            } => {
+                let index = index % count;
+                let refunded = self
+                    .escrow
+                    .milestone_balance(milestone(index))
+                    .map_or(0, |balance| balance.refunded.amount);
+                let command = if failed {
+                    EscrowCommand::RecordRefundFailed {
+                        milestone_id: milestone(index),
+                        reason: "card expired".to_owned(),
+                        actor: system(),
+                        at: at(),
+                    }
+                } else {
+                    EscrowCommand::RecordRefundIssued {
+                        milestone_id: milestone(index),
+                        refund_id: format!("sim_re_{refund}"),
+                        amount: Money::new(refunded.saturating_add(skew), CURRENCY),
+                        actor: system(),
+                        at: at(),
+                    }
+                };
+                let result = self.run(command);
+                if refunded == 0 || (!failed && skew != 0) {
+                    prop_assert!(result.is_err(), "a card refund of the wrong amount");
+                }
+            }
         }
         self.check_invariants()
     }
@@ -260,6 +303,7 @@ impl Scenario {
         let mut releases: HashMap<MilestoneId, usize> = HashMap::new();
         let mut refunds: HashMap<MilestoneId, usize> = HashMap::new();
         let mut deposits: HashMap<MilestoneId, usize> = HashMap::new();
+        let mut card_refunds: HashMap<MilestoneId, usize> = HashMap::new();
         let mut ledger: HashMap<String, i128> = HashMap::new();
         for event in &self.written {
             let lines = event.journal_lines(contract_id(), freelancer_id());
@@ -292,10 +336,33 @@ impl Scenario {
                 EscrowEvent::FundsRefunded { milestone_id, .. } => {
                     *refunds.entry(*milestone_id).or_default() += 1;
                 }
+                EscrowEvent::RefundIssued {
+                    milestone_id,
+                    amount,
+                    ..
+                } => {
+                    *card_refunds.entry(*milestone_id).or_default() += 1;
+                    let refunded = self
+                        .escrow
+                        .milestone_balance(*milestone_id)
+                        .map(|balance| balance.refunded);
+                    prop_assert_eq!(Some(*amount), refunded);
+                }
+                EscrowEvent::RefundFailed { milestone_id, .. } => {
+                    prop_assert!(
+                        !card_refunds.contains_key(milestone_id),
+                        "an issued card refund failed afterwards"
+                    );
+                }
                 _ => {}
             }
         }
+        prop_assert!(
+            card_refunds.values().all(|n| *n == 1),
+            "a refund reached the card twice"
+        );
         let mut total_held = 0_i128;
+        let mut owed_to_cards = 0_i128;
         for (index, scheduled) in self.schedule.iter().enumerate() {
             let id = milestone(index);
             let balance = self.escrow.milestone_balance(id);
@@ -323,7 +390,15 @@ impl Scenario {
                 "refunded twice"
             );
             total_held += held;
+            if !card_refunds.contains_key(&id) {
+                owed_to_cards += i128::from(balance.refunded.amount);
+            }
         }
+        // What is refunded and not yet back on the card is what `client_refund` holds.
+        prop_assert_eq!(
+            ledger.get("client_refund").copied().unwrap_or(0),
+            owed_to_cards
+        );
         // The escrow account of the journal always equals what the balances say is held.
         let escrow_account = format!("escrow:{}", contract_id());
         prop_assert_eq!(
@@ -439,7 +514,7 @@ fn arbitrary_event() -> impl Strategy<Value = EscrowEvent> {
             amount,
             frozen_at: at(),
         }),
-        (id, money).prop_map(|(milestone_id, amount)| EscrowEvent::FundsRefunded {
+        (id.clone(), money.clone()).prop_map(|(milestone_id, amount)| EscrowEvent::FundsRefunded {
             milestone_id,
             amount,
             refunded_at: at(),
@@ -448,5 +523,17 @@ fn arbitrary_event() -> impl Strategy<Value = EscrowEvent> {
             reason: EscrowCloseReason::ContractCancelled,
             closed_at: at(),
         }),
+        (id.clone(), money.clone()).prop_map(|(milestone_id, amount)| EscrowEvent::RefundIssued {
+            milestone_id,
+            refund_id: "sim_re_1".to_owned(),
+            amount,
+            issued_at: at(),
+        }),
+        id.clone()
+            .prop_map(|milestone_id| EscrowEvent::RefundFailed {
+                milestone_id,
+                reason: "card expired".to_owned(),
+                failed_at: at(),
+            }),
     ]
 }

@@ -1,20 +1,33 @@
-//! The three aggregates together, the way the command service chains them: a hire starts the
-//! contract and escrow, a deposit funds the milestone, an approval releases the money, and a
-//! dispute and a cancellation settle and refund it. Follow-up commands are built by the
-//! domain's process table (`gigledger_domain::process`), so this also checks that they fit each
-//! other.
+//! The four aggregates together, the way the command service chains them: a hire starts the
+//! contract and escrow, a deposit funds the milestone, an approval releases the money into the
+//! freelancer's wallet, a payout is transferred to their account, and a dispute and a
+//! cancellation settle and refund it back to the card. Follow-up steps are built by the domain's
+//! process table (`gigledger_domain::process`), and provider steps run against the simulated
+//! gateway, so this also checks that they fit each other.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
-use gigledger_domain::process::{follow_ups, FollowUp};
+use gigledger_domain::process::{after_refund, after_transfer, follow_ups, Cause, FollowUp};
 use gigledger_domain::{
-    Actor, AnyEvent, Budget, Contract, ContractCommand, ContractEvent, ContractId, ContractStatus,
-    Currency, DisputeId, Escrow, EscrowCommand, EscrowEvent, EscrowServices, Gig, GigCommand,
-    GigEvent, GigId, GigStatus, MilestoneId, MilestoneStatus, MilestoneTerms, Money, ProposalId,
-    Role, UserId,
+    AccountStatus, Actor, AnyEvent, Budget, CardRefundStatus, Contract, ContractCommand,
+    ContractEvent, ContractId, ContractStatus, Currency, DisputeId, Escrow, EscrowCommand,
+    EscrowEvent, EscrowServices, GatewayMode, Gig, GigCommand, GigEvent, GigId, GigStatus,
+    JournalLine, MilestoneId, MilestoneStatus, MilestoneTerms, Money, OnboardRequest,
+    PaymentGateway, PayoutId, PayoutStatus, ProposalId, Provider, Role, SimulatedGateway, UserId,
+    Wallet, WalletCommand, WalletEvent,
 };
 use uuid::Uuid;
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
 
 fn at() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
@@ -36,6 +49,9 @@ fn run<A: Aggregate + Clone>(
     Ok(runtime.block_on(sink.collect()))
 }
 
+/// A stored event as the process managers see it: its stream, its id and what it says.
+type Logged = (String, Uuid, AnyEvent);
+
 struct World {
     client: Actor,
     freelancer: Actor,
@@ -43,9 +59,15 @@ struct World {
     gig: Gig,
     contract: Contract,
     escrow: Escrow,
+    wallet: Wallet,
     services: EscrowServices,
+    gateway: Arc<SimulatedGateway>,
     contract_id: ContractId,
     milestones: [MilestoneId; 2],
+    /// Every event followed, in order.
+    log: Vec<Logged>,
+    /// The journal lines of every escrow and wallet event followed.
+    journal: Vec<JournalLine>,
 }
 
 fn hired() -> World {
@@ -120,7 +142,12 @@ fn hired() -> World {
     };
 
     let mut contract = Contract::default();
-    let steps = follow_ups(&gig_id.to_string(), &AnyEvent::Gig(accepted.clone()), at());
+    let accepted = AnyEvent::Gig(accepted.clone());
+    let steps = follow_ups(
+        &Cause::new(&gig_id.to_string(), Uuid::now_v7(), &accepted),
+        at(),
+    )
+    .unwrap();
     let [FollowUp::Contract(_, start), FollowUp::Escrow(_, open)] = steps.as_slice() else {
         panic!("ProposalAccepted calls for StartContract and OpenEscrow, got {steps:?}");
     };
@@ -132,7 +159,7 @@ fn hired() -> World {
     // A redelivered ProposalAccepted changes nothing.
     assert_eq!(run(&mut contract, start, &()), Ok(vec![]));
 
-    let (services, _gateway) = EscrowServices::simulated();
+    let (services, gateway) = EscrowServices::simulated();
     let mut escrow = Escrow::default();
     assert_eq!(
         run(&mut escrow, open.clone(), &services).map(|e| e.len()),
@@ -147,13 +174,99 @@ fn hired() -> World {
         gig,
         contract,
         escrow,
+        wallet: Wallet::default(),
         services,
+        gateway,
         contract_id,
         milestones,
+        log: Vec::new(),
+        journal: Vec::new(),
     }
 }
 
 impl World {
+    /// Journals what an aggregate wrote and runs the steps it calls for, as the command service
+    /// does, until none is left.
+    fn follow(&mut self, written: Vec<(String, AnyEvent)>) {
+        let mut queue: VecDeque<Logged> = written
+            .into_iter()
+            .map(|(stream, event)| (stream, Uuid::now_v7(), event))
+            .collect();
+        while let Some(logged) = queue.pop_front() {
+            match &logged.2 {
+                AnyEvent::Escrow(e) => self
+                    .journal
+                    .extend(e.journal_lines(self.contract_id, self.freelancer.user_id)),
+                AnyEvent::Wallet(e) => self
+                    .journal
+                    .extend(e.journal_lines(self.freelancer.user_id)),
+                AnyEvent::Gig(_) | AnyEvent::Contract(_) => {}
+            }
+            let written = self.steps_of(&logged);
+            queue.extend(
+                written
+                    .into_iter()
+                    .map(|(stream, event)| (stream, Uuid::now_v7(), event)),
+            );
+            self.log.push(logged);
+        }
+    }
+
+    /// Runs the steps of one stored event and answers what they wrote.
+    fn steps_of(&mut self, (stream, event_id, event): &Logged) -> Vec<(String, AnyEvent)> {
+        let cause = Cause::new(stream, *event_id, event).with_escrow(&self.escrow);
+        let steps = follow_ups(&cause, at()).unwrap();
+        steps
+            .into_iter()
+            .flat_map(|step| self.run_step(step))
+            .collect()
+    }
+
+    /// A process manager handling a stored event again (a retry, or a redelivery after a
+    /// crash): how many events its steps wrote, all followed.
+    fn redeliver(&mut self, logged: &Logged) -> usize {
+        let written = self.steps_of(logged);
+        let count = written.len();
+        self.follow(written);
+        count
+    }
+
+    fn run_step(&mut self, step: FollowUp) -> Vec<(String, AnyEvent)> {
+        match step {
+            FollowUp::Contract(id, command) => run(&mut self.contract, command, &())
+                .unwrap()
+                .into_iter()
+                .map(|e| (id.to_string(), AnyEvent::Contract(e)))
+                .collect(),
+            FollowUp::Escrow(id, command) => run(&mut self.escrow, command, &self.services)
+                .unwrap()
+                .into_iter()
+                .map(|e| (id.to_string(), AnyEvent::Escrow(e)))
+                .collect(),
+            FollowUp::Wallet(user, command) => run(&mut self.wallet, command, &())
+                .unwrap()
+                .into_iter()
+                .map(|e| (user.to_string(), AnyEvent::Wallet(e)))
+                .collect(),
+            FollowUp::Transfer(_, request) => {
+                let answer = block_on(self.gateway.transfer(request.clone()));
+                after_transfer(&request, &answer, at())
+                    .map(|next| self.run_step(next))
+                    .unwrap_or_default()
+            }
+            FollowUp::Refund {
+                contract_id,
+                milestone_id,
+                request,
+            } => {
+                let answer = block_on(self.gateway.refund(request.clone()));
+                after_refund(contract_id, milestone_id, &request, &answer, at())
+                    .map(|next| self.run_step(next))
+                    .unwrap_or_default()
+            }
+        }
+    }
+
     fn fund(&mut self, milestone_id: MilestoneId) {
         let deposited = run(
             &mut self.escrow,
@@ -167,28 +280,65 @@ impl World {
         )
         .unwrap();
         let id = self.contract_id.to_string();
-        for event in deposited {
-            for step in follow_ups(&id, &AnyEvent::Escrow(event), at()) {
-                let FollowUp::Contract(_, command) = step else {
-                    panic!("an escrow event calls for contract steps only");
-                };
-                assert!(run(&mut self.contract, command, &()).is_ok());
-            }
-        }
+        self.follow(
+            deposited
+                .into_iter()
+                .map(|e| (id.clone(), AnyEvent::Escrow(e)))
+                .collect(),
+        );
     }
 
     fn contract_step(&mut self, command: ContractCommand) -> Vec<ContractEvent> {
         let events = run(&mut self.contract, command, &()).unwrap();
         let id = self.contract_id.to_string();
-        for event in &events {
-            for step in follow_ups(&id, &AnyEvent::Contract(event.clone()), at()) {
-                let FollowUp::Escrow(_, command) = step else {
-                    panic!("a contract event calls for escrow steps only");
-                };
-                assert!(run(&mut self.escrow, command, &self.services).is_ok());
-            }
-        }
+        self.follow(
+            events
+                .iter()
+                .map(|e| (id.clone(), AnyEvent::Contract(e.clone())))
+                .collect(),
+        );
         events
+    }
+
+    fn wallet_step(&mut self, command: WalletCommand) {
+        let events = run(&mut self.wallet, command, &()).unwrap();
+        let id = self.freelancer.user_id.to_string();
+        self.follow(
+            events
+                .into_iter()
+                .map(|e| (id.clone(), AnyEvent::Wallet(e)))
+                .collect(),
+        );
+    }
+
+    /// The last followed event this matches, to redeliver it.
+    fn logged(&self, matches: impl Fn(&AnyEvent) -> bool) -> Logged {
+        self.log
+            .iter()
+            .rev()
+            .find(|(_, _, event)| matches(event))
+            .cloned()
+            .unwrap()
+    }
+
+    /// The sum of the journal per account (one currency in these tests).
+    fn trial_balance(&self) -> BTreeMap<String, i128> {
+        let mut totals = BTreeMap::new();
+        for line in &self.journal {
+            assert_eq!(line.currency, Currency::INR);
+            *totals.entry(line.account.clone()).or_default() += i128::from(line.amount);
+        }
+        totals
+    }
+
+    fn approve(&mut self, milestone_id: MilestoneId) {
+        self.fund(milestone_id);
+        self.submit(milestone_id);
+        self.contract_step(ContractCommand::ApproveMilestone {
+            milestone_id,
+            actor: self.client.clone(),
+            at: at(),
+        });
     }
 
     fn submit(&mut self, milestone_id: MilestoneId) {
@@ -310,4 +460,149 @@ fn a_cancellation_refunds_what_was_never_delivered_and_closes_the_escrow() {
     .map(|line| i128::from(line.amount))
     .sum();
     assert_eq!(journal_total, 0);
+}
+
+fn inr(amount: i64) -> Money {
+    Money::new(amount, Currency::INR)
+}
+
+#[test]
+fn released_earnings_reach_the_freelancers_payout_account_once_and_the_ledger_agrees() {
+    let mut world = hired();
+    let [first, second] = world.milestones;
+    world.approve(first);
+    world.approve(second);
+    // 20 000 and 30 001 gross at 10 %: 18 000 and 27 001 net.
+    let balance = world.wallet.balance(Currency::INR);
+    assert_eq!(
+        (balance.credited, balance.available),
+        (inr(45_001), inr(45_001))
+    );
+    // A redelivered release credits nothing more.
+    let release =
+        world.logged(|e| matches!(e, AnyEvent::Escrow(EscrowEvent::FundsReleased { .. })));
+    assert_eq!(world.redeliver(&release), 0);
+    assert_eq!(world.wallet.balance(Currency::INR).available, inr(45_001));
+
+    // The freelancer onboards at the provider, registers the account, and the provider's notice
+    // verifies it.
+    let onboarding = OnboardRequest {
+        user: world.freelancer.user_id,
+        provider: Provider::Simulated,
+    };
+    let account = block_on(world.gateway.onboard(onboarding)).unwrap();
+    assert_eq!(account.status, AccountStatus::Pending);
+    world.wallet_step(WalletCommand::RegisterPayoutAccount {
+        provider: Provider::Simulated,
+        account_id: account.account_id.clone(),
+        actor: world.freelancer.clone(),
+        at: at(),
+    });
+    assert!(world.gateway.verify_account(&account.account_id));
+    world.wallet_step(WalletCommand::VerifyPayoutAccount {
+        account_id: account.account_id.clone(),
+        actor: Actor::system(),
+        at: at(),
+    });
+
+    // A payout of part of it is transferred at once and ends paid.
+    let payout_id = PayoutId::new();
+    world.wallet_step(WalletCommand::RequestPayout {
+        payout_id,
+        amount: inr(20_000),
+        actor: world.freelancer.clone(),
+        at: at(),
+    });
+    let payout = world.wallet.payout(payout_id).unwrap();
+    assert!(matches!(payout.status, PayoutStatus::Paid { .. }));
+    let balance = world.wallet.balance(Currency::INR);
+    assert_eq!(
+        (balance.available, balance.pending, balance.paid_out),
+        (inr(25_001), inr(0), inr(20_000))
+    );
+    // The process redelivering PayoutRequested (a crash after the transfer) meets the same
+    // transfer: one at the provider, the payout paid once.
+    let requested =
+        world.logged(|e| matches!(e, AnyEvent::Wallet(WalletEvent::PayoutRequested { .. })));
+    assert_eq!(world.redeliver(&requested), 0);
+    assert_eq!(world.gateway.transfer_count(), 1);
+    assert_eq!(world.gateway.transferred_total(Currency::INR), 20_000);
+
+    let totals = world.trial_balance();
+    assert_eq!(totals.values().sum::<i128>(), 0, "{totals:?}");
+    let payable = format!("freelancer_payable:{}", world.freelancer.user_id);
+    assert_eq!(totals.get(&payable), Some(&25_001));
+    assert_eq!(totals.get("payouts_sent"), Some(&20_000));
+}
+
+#[test]
+fn a_transfer_the_provider_refuses_gives_the_money_back_to_the_wallet() {
+    let mut world = hired();
+    let [first, _] = world.milestones;
+    world.approve(first);
+    // Registered and verified in the wallet, but the provider never verified it: it refuses.
+    world.wallet_step(WalletCommand::RegisterPayoutAccount {
+        provider: Provider::Simulated,
+        account_id: "sim_acct_unknown".to_owned(),
+        actor: world.freelancer.clone(),
+        at: at(),
+    });
+    world.wallet_step(WalletCommand::VerifyPayoutAccount {
+        account_id: "sim_acct_unknown".to_owned(),
+        actor: Actor::system(),
+        at: at(),
+    });
+    let payout_id = PayoutId::new();
+    world.wallet_step(WalletCommand::RequestPayout {
+        payout_id,
+        amount: inr(10_000),
+        actor: world.freelancer.clone(),
+        at: at(),
+    });
+    assert!(matches!(
+        world.wallet.payout(payout_id).map(|p| p.status),
+        Some(PayoutStatus::Failed {
+            was_paid: false,
+            ..
+        })
+    ));
+    assert_eq!(world.wallet.balance(Currency::INR).available, inr(18_000));
+    assert_eq!(world.gateway.transfer_count(), 0);
+    assert_eq!(world.trial_balance().values().sum::<i128>(), 0);
+}
+
+#[test]
+fn a_cancelled_milestones_deposit_goes_back_to_the_card_once_even_when_the_provider_was_down() {
+    let mut world = hired();
+    let [first, _] = world.milestones;
+    world.fund(first);
+    world.gateway.set_mode(GatewayMode::Fail);
+    world.contract_step(ContractCommand::CancelContract {
+        reason: "Budget cut.".to_owned(),
+        actor: world.client.clone(),
+        at: at(),
+    });
+    // The provider was down: nothing is recorded, the refund is still owed.
+    assert_eq!(
+        world.escrow.card_refund(first).map(|r| r.status),
+        Some(CardRefundStatus::Pending)
+    );
+    assert_eq!(world.trial_balance().get("client_refund"), Some(&20_000));
+
+    // The process manager retries the FundsRefunded under the same key.
+    world.gateway.set_mode(GatewayMode::Succeed);
+    let refunded =
+        world.logged(|e| matches!(e, AnyEvent::Escrow(EscrowEvent::FundsRefunded { .. })));
+    assert_eq!(world.redeliver(&refunded), 1);
+    assert!(matches!(
+        world.escrow.card_refund(first).map(|r| r.status),
+        Some(CardRefundStatus::Issued { .. })
+    ));
+    // Again (a redelivery): the provider answers the same refund and the escrow changes nothing.
+    assert_eq!(world.redeliver(&refunded), 0);
+    assert_eq!(world.gateway.refund_count(), 1);
+    assert_eq!(world.gateway.refunded_total(Currency::INR), 20_000);
+
+    let totals = world.trial_balance();
+    assert!(totals.values().all(|total| *total == 0), "{totals:?}");
 }

@@ -1,6 +1,6 @@
 //! What can be asked of an escrow. Only `Deposit` comes from a person (the client funding a
 //! milestone); everything else is a process step sent as [`Actor::system`], following the
-//! contract's events. Every command carries `at`, the command's time.
+//! contract's events and the provider's answers. Every command carries `at`, the command's time.
 //! Which events call for which of them is the process table, [`crate::process`].
 
 use chrono::{DateTime, Utc};
@@ -104,6 +104,33 @@ pub enum EscrowCommand {
         /// The command's time.
         at: DateTime<Utc>,
     },
+    /// Process (after the provider refunded the deposit's charge for a `FundsRefunded`): record
+    /// the card refund. A no-op if it is recorded already under the same refund id; allowed
+    /// after a failed attempt.
+    RecordRefundIssued {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// The provider's id of the refund (1–255 characters).
+        refund_id: String,
+        /// The amount refunded to the card: exactly what was refunded for the milestone.
+        amount: Money,
+        /// Must be the system.
+        actor: Actor,
+        /// The command's time.
+        at: DateTime<Utc>,
+    },
+    /// Process (the provider refused the card refund): record the failed attempt, so admins see
+    /// it and the process retries. A no-op if the last attempt failed for the same reason.
+    RecordRefundFailed {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// Why, as the provider said (1–1000 characters, trimmed).
+        reason: String,
+        /// Must be the system.
+        actor: Actor,
+        /// The command's time.
+        at: DateTime<Utc>,
+    },
 }
 
 impl EscrowCommand {
@@ -117,7 +144,9 @@ impl EscrowCommand {
             | Self::Freeze { actor, .. }
             | Self::Settle { actor, .. }
             | Self::RefundUnreleased { actor, .. }
-            | Self::VoidCharge { actor, .. } => actor,
+            | Self::VoidCharge { actor, .. }
+            | Self::RecordRefundIssued { actor, .. }
+            | Self::RecordRefundFailed { actor, .. } => actor,
         }
     }
 }

@@ -82,6 +82,24 @@ pub enum EscrowError {
         /// What is held for the milestone.
         held: Money,
     },
+    /// A card refund recorded for a milestone nothing was refunded for.
+    #[error("nothing was refunded for this milestone")]
+    NothingRefunded,
+    /// A card refund recorded again under another refund id, or a failure after it was issued.
+    #[error("the refund was already issued to the card")]
+    RefundAlreadyIssued,
+    /// A card refund of another amount than the milestone's refund.
+    #[error("the card refund must be exactly the amount refunded, {refunded}")]
+    RefundAmountMismatch {
+        /// What was refunded for the milestone.
+        refunded: Money,
+    },
+    /// A missing or overlong refund id.
+    #[error("a refund id of 1 to 255 characters is required")]
+    InvalidRefundId,
+    /// A missing or overlong failure reason.
+    #[error("a reason of 1 to 1000 characters is required")]
+    InvalidReason,
     /// A movement that would break a balance invariant; refused, never written.
     #[error("the escrow refused a movement that would break its balances: {0}")]
     InvariantViolated(&'static str),
@@ -106,6 +124,8 @@ impl EscrowError {
             | Self::NothingHeld
             | Self::MilestoneFrozen
             | Self::NotFrozen
+            | Self::NothingRefunded
+            | Self::RefundAlreadyIssued
             | Self::InvariantViolated(_) => ErrorKind::Conflict,
             Self::NoMilestones
             | Self::InvalidMilestoneAmount
@@ -115,7 +135,10 @@ impl EscrowError {
             | Self::NegativeRelease
             | Self::NegativeRefund
             | Self::SettlementCurrencyMismatch { .. }
-            | Self::SettlementDoesNotMatchHeld { .. } => ErrorKind::Validation,
+            | Self::SettlementDoesNotMatchHeld { .. }
+            | Self::RefundAmountMismatch { .. }
+            | Self::InvalidRefundId
+            | Self::InvalidReason => ErrorKind::Validation,
         }
     }
 
@@ -132,6 +155,9 @@ impl EscrowError {
             | Self::SettlementCurrencyMismatch { .. }
             | Self::SettlementDoesNotMatchHeld { .. } => Some("release"),
             Self::NegativeRefund => Some("refund"),
+            Self::RefundAmountMismatch { .. } => Some("amount"),
+            Self::InvalidRefundId => Some("refund_id"),
+            Self::InvalidReason => Some("reason"),
             _ => None,
         }
     }

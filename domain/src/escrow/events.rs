@@ -97,6 +97,28 @@ pub enum EscrowEvent {
         /// When.
         closed_at: DateTime<Utc>,
     },
+    /// The provider refunded a milestone's refunded amount to the card its deposit was charged
+    /// to: the client's money is back where it came from.
+    RefundIssued {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// The provider's id of the refund, for reconciliation.
+        refund_id: String,
+        /// The amount refunded to the card: exactly the milestone's `FundsRefunded` amount.
+        amount: Money,
+        /// When.
+        issued_at: DateTime<Utc>,
+    },
+    /// The provider refused to refund a milestone's refunded amount to the card. Nothing moves:
+    /// the money is still owed to the client (`client_refund`), and a later attempt may issue it.
+    RefundFailed {
+        /// The milestone.
+        milestone_id: MilestoneId,
+        /// Why, as the provider said.
+        reason: String,
+        /// When.
+        failed_at: DateTime<Utc>,
+    },
     /// The milestone's charge under `charge_key` is voided at the provider: no deposit records
     /// it (the deposit was refused or failed after charging). Nothing was held, so no money moves
     /// here; the milestone's next deposit charges under the next key.
@@ -120,6 +142,8 @@ impl DomainEvent for EscrowEvent {
             Self::FundsRefunded { .. } => "FundsRefunded",
             Self::EscrowClosed { .. } => "EscrowClosed",
             Self::ChargeVoided { .. } => "ChargeVoided",
+            Self::RefundIssued { .. } => "RefundIssued",
+            Self::RefundFailed { .. } => "RefundFailed",
         };
         name.to_owned()
     }
@@ -137,8 +161,10 @@ impl DomainEvent for EscrowEvent {
 pub const CLIENT_FUNDING_ACCOUNT: &str = "client_funding";
 /// The account fees are paid into.
 pub const PLATFORM_REVENUE_ACCOUNT: &str = "platform_revenue";
-/// The account refunds are paid into.
+/// The account refunds are paid into, until the provider has refunded the card.
 pub const CLIENT_REFUND_ACCOUNT: &str = "client_refund";
+/// The account payouts to freelancers' payout accounts are paid into.
+pub const PAYOUTS_SENT_ACCOUNT: &str = "payouts_sent";
 
 /// The account holding one contract's escrowed funds: `escrow:{contract}`.
 #[must_use]
@@ -164,7 +190,7 @@ pub struct JournalLine {
 }
 
 impl JournalLine {
-    fn new(account: impl Into<String>, amount: i64, currency: Currency) -> Self {
+    pub(crate) fn new(account: impl Into<String>, amount: i64, currency: Currency) -> Self {
         Self {
             account: account.into(),
             amount,
@@ -210,10 +236,20 @@ impl EscrowEvent {
                 ),
                 JournalLine::new(CLIENT_REFUND_ACCOUNT, amount.amount, amount.currency),
             ],
+            // The card refund settles what the refund owed the client.
+            Self::RefundIssued { amount, .. } => vec![
+                JournalLine::new(
+                    CLIENT_REFUND_ACCOUNT,
+                    amount.amount.saturating_neg(),
+                    amount.currency,
+                ),
+                JournalLine::new(CLIENT_FUNDING_ACCOUNT, amount.amount, amount.currency),
+            ],
             Self::EscrowOpened { .. }
             | Self::FundsFrozen { .. }
             | Self::EscrowClosed { .. }
-            | Self::ChargeVoided { .. } => Vec::new(),
+            | Self::ChargeVoided { .. }
+            | Self::RefundFailed { .. } => Vec::new(),
         }
     }
 }
