@@ -185,6 +185,19 @@ impl ApiError {
             ServiceError::Gig(e) => e.into(),
             ServiceError::Contract(e) => e.into(),
             ServiceError::Escrow(e) => e.into(),
+            ServiceError::Wallet(e) => refusal(&e),
+            ServiceError::ProviderUnavailable(GatewayError::Timeout) => Self::GatewayTimeout {
+                detail: "the payment provider did not answer in time; nothing was recorded, \
+                         retry later"
+                    .to_owned(),
+            },
+            ServiceError::ProviderUnavailable(cause) => {
+                tracing::warn!(error.message = %cause, "the payment provider failed");
+                Self::BadGateway {
+                    detail: "the payment provider failed; nothing was recorded, retry later"
+                        .to_owned(),
+                }
+            }
             ServiceError::Conflict { aggregate_type } => match ctx.expected_version {
                 Some(expected) => Self::PreconditionFailed {
                     detail: format!(

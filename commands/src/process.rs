@@ -17,7 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use gigledger_domain::{
     Actor, AnyEvent, ContractCommand, ContractError, ContractEvent, ContractId, ErrorKind,
-    EscrowError, EscrowEvent,
+    EscrowError, EscrowEvent, WalletError,
 };
 use gigledger_projections::log::RecordedEvent;
 use gigledger_projections::runtime::{retry_later, Handler, HandlerError};
@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::metadata::CommandMetadata;
-use crate::services::{follow_ups, FollowUp, ServiceError, Services};
+use crate::services::{FollowUp, ServiceError, Services};
 
 /// Which row of the process table a worker runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,10 +50,17 @@ pub enum Process {
     /// ChargeVoided → void the key at the provider (finishes a void whose process died, or
     /// could not reach the provider, between recording it and voiding it)
     VoidCharge,
+    /// FundsReleased → CreditEarnings on the freelancer's wallet
+    CreditEarnings,
+    /// PayoutRequested → the provider's transfer, then MarkPayoutPaid / MarkPayoutFailed
+    PayoutTransfer,
+    /// FundsRefunded → the provider's refund of the deposit's charge, then RecordRefundIssued /
+    /// RecordRefundFailed
+    CardRefund,
 }
 
 impl Process {
-    pub const ALL: [Process; 9] = [
+    pub const ALL: [Process; 12] = [
         Process::StartContract,
         Process::MarkFunded,
         Process::Release,
@@ -63,6 +70,9 @@ impl Process {
         Process::AutoApproveTimer,
         Process::RevealReviewsTimer,
         Process::VoidCharge,
+        Process::CreditEarnings,
+        Process::PayoutTransfer,
+        Process::CardRefund,
     ];
 
     /// The stored checkpoint name: never change it.
@@ -77,6 +87,9 @@ impl Process {
             Process::AutoApproveTimer => "pm_auto_approve_timer",
             Process::RevealReviewsTimer => "pm_reveal_reviews_timer",
             Process::VoidCharge => "pm_void_charge",
+            Process::CreditEarnings => "pm_credit_earnings",
+            Process::PayoutTransfer => "pm_payout_transfer",
+            Process::CardRefund => "pm_card_refund",
         }
     }
 
@@ -92,6 +105,9 @@ impl Process {
             Process::AutoApproveTimer => "MilestoneSubmitted",
             Process::RevealReviewsTimer => "ContractCompleted",
             Process::VoidCharge => "ChargeVoided",
+            Process::CreditEarnings => "FundsReleased",
+            Process::PayoutTransfer => "PayoutRequested",
+            Process::CardRefund => "FundsRefunded",
         }
     }
 }
@@ -189,7 +205,12 @@ impl Handler for ProcessManager {
                         .map_err(retry_later)?;
                 }
                 _ => {
-                    for step in follow_ups(&event.aggregate_id, &decoded, at) {
+                    let steps = self
+                        .services
+                        .follow_ups_of(&event.aggregate_id, event.event_id, &decoded, at)
+                        .await
+                        .map_err(retry_later)?;
+                    for step in steps {
                         match self
                             .services
                             .run_follow_up(step, &caused_by(event, at))
@@ -238,7 +259,15 @@ fn is_permanent(error: &ServiceError) -> bool {
                 EscrowError::EscrowIdTaken | EscrowError::InvariantViolated(_)
             ),
         ),
+        ServiceError::Wallet(e) => (
+            e.kind(),
+            matches!(
+                e,
+                WalletError::PayoutIdTaken | WalletError::InvariantViolated(_)
+            ),
+        ),
         ServiceError::Conflict { .. }
+        | ServiceError::ProviderUnavailable(_)
         | ServiceError::Internal(_)
         | ServiceError::NotRecorded(_)
         | ServiceError::Incomplete { .. } => return false,

@@ -8,8 +8,12 @@
 //! is never charged again. Like the in-memory `SimulatedGateway` of the domain it can be set to
 //! fail or hang ([`GatewayMode`], per instance) for tests.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
+use gigledger_domain::gateway::{
+    AccountStatus, OnboardReceipt, OnboardRequest, RefundReceipt, RefundRequest, TransferReceipt,
+    TransferRequest,
+};
 use gigledger_domain::{
     ChargeReceipt, ChargeRequest, Currency, GatewayError, GatewayMode, Money, PaymentGateway,
 };
@@ -68,6 +72,9 @@ pub struct ProviderCharge {
 pub struct PgSimulatedGateway {
     pool: PgPool,
     mode: AtomicU8,
+    /// Transfers succeed, then a `transfer.failed` notice reports each failed (as a bank that
+    /// bounces a payout days later).
+    fail_transfers_later: AtomicBool,
 }
 
 impl PgSimulatedGateway {
@@ -76,7 +83,13 @@ impl PgSimulatedGateway {
         Self {
             pool,
             mode: AtomicU8::new(encode(GatewayMode::Succeed)),
+            fail_transfers_later: AtomicBool::new(false),
         }
+    }
+
+    /// From now on, each transfer succeeds and is then reported failed by a later notice.
+    pub fn fail_transfers_later(&self, on: bool) {
+        self.fail_transfers_later.store(on, Ordering::SeqCst);
     }
 
     /// Changes how this instance's later charges behave (other processes are not affected).
@@ -205,4 +218,309 @@ impl PaymentGateway for PgSimulatedGateway {
             .map(|_| ())
             .map_err(|e| unavailable(&e))
     }
+
+    async fn onboard(&self, req: OnboardRequest) -> Result<OnboardReceipt, GatewayError> {
+        self.ready().await?;
+        let lost = |e: sqlx::Error| lost_answer(&e);
+        let mut tx = self.pool.begin().await.map_err(lost)?;
+        let created: Option<String> = sqlx::query_scalar(ONBOARD)
+            .bind(req.user.0)
+            .bind(req.provider.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(lost)?;
+        let (account_id, status) = match created {
+            Some(account_id) => {
+                // The simulation verifies every account it opens, and says so the way a real
+                // provider does: a signed notice to the webhook, later.
+                notice(
+                    &mut tx,
+                    "account.verified",
+                    serde_json::json!({
+                        "account_id": account_id,
+                        "user_id": req.user,
+                        "provider": req.provider,
+                    }),
+                )
+                .await
+                .map_err(lost)?;
+                sqlx::query("update provider.accounts set status = 'verified' where account_id = $1")
+                    .bind(&account_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(lost)?;
+                (account_id, AccountStatus::Pending)
+            }
+            None => {
+                let (account_id, status): (String, String) = sqlx::query_as(
+                    "select account_id, status from provider.accounts
+                      where user_id = $1 and provider = $2",
+                )
+                .bind(req.user.0)
+                .bind(req.provider.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(lost)?;
+                let status = if status == "verified" {
+                    AccountStatus::Verified
+                } else {
+                    AccountStatus::Pending
+                };
+                (account_id, status)
+            }
+        };
+        tx.commit().await.map_err(lost)?;
+        Ok(OnboardReceipt {
+            account_id,
+            status,
+            onboarding_url: None,
+        })
+    }
+
+    async fn transfer(&self, req: TransferRequest) -> Result<TransferReceipt, GatewayError> {
+        self.ready().await?;
+        let lost = |e: sqlx::Error| lost_answer(&e);
+        let mut tx = self.pool.begin().await.map_err(lost)?;
+        let verified: Option<bool> = sqlx::query_scalar(
+            "select status = 'verified' from provider.accounts where account_id = $1",
+        )
+        .bind(&req.account_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(lost)?;
+        if verified != Some(true) {
+            return Err(GatewayError::Declined(format!(
+                "no verified account {}",
+                req.account_id
+            )));
+        }
+        let made: Option<String> = sqlx::query_scalar(TRANSFER)
+            .bind(&req.idempotency_key)
+            .bind(&req.account_id)
+            .bind(req.amount.amount)
+            .bind(req.amount.currency.code())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(lost)?;
+        let transfer_id = match made {
+            Some(transfer_id) => {
+                if self.fail_transfers_later.load(Ordering::SeqCst) {
+                    sqlx::query(
+                        "update provider.transfers
+                            set status = 'failed', failure = 'the receiving bank returned it',
+                                failed_at = now()
+                          where transfer_id = $1",
+                    )
+                    .bind(&transfer_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(lost)?;
+                    notice(
+                        &mut tx,
+                        "transfer.failed",
+                        serde_json::json!({
+                            "transfer_id": transfer_id,
+                            "payout_id": req.reference.payout_id,
+                            "user_id": req.reference.user_id,
+                            "reason": "the receiving bank returned it",
+                        }),
+                    )
+                    .await
+                    .map_err(lost)?;
+                }
+                transfer_id
+            }
+            None => {
+                let (transfer_id, account, amount, currency): (String, String, i64, String) =
+                    sqlx::query_as(
+                        "select transfer_id, account_id, amount, currency
+                           from provider.transfers where idempotency_key = $1",
+                    )
+                    .bind(&req.idempotency_key)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(lost)?;
+                if account != req.account_id
+                    || amount != req.amount.amount
+                    || currency != req.amount.currency.code()
+                {
+                    return Err(GatewayError::Declined(
+                        "the idempotency key was already used for a different transfer".to_owned(),
+                    ));
+                }
+                transfer_id
+            }
+        };
+        tx.commit().await.map_err(lost)?;
+        Ok(TransferReceipt { transfer_id })
+    }
+
+    async fn refund(&self, req: RefundRequest) -> Result<RefundReceipt, GatewayError> {
+        self.ready().await?;
+        let lost = |e: sqlx::Error| lost_answer(&e);
+        let mut tx = self.pool.begin().await.map_err(lost)?;
+        // The charge's row, locked: two refunds of one charge are decided one after the other.
+        let charge: Option<(i64, String, bool)> = sqlx::query_as(
+            "select amount, currency, voided_at is not null from provider.charges
+              where charge_id = $1 for update",
+        )
+        .bind(&req.charge_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(lost)?;
+        let Some((charged, currency, voided)) = charge else {
+            return Err(GatewayError::Declined(format!(
+                "no charge {}",
+                req.charge_id
+            )));
+        };
+        let existing: Option<(String, String, i64)> = sqlx::query_as(
+            "select refund_id, charge_id, amount from provider.refunds where idempotency_key = $1",
+        )
+        .bind(&req.idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(lost)?;
+        if let Some((refund_id, charge_id, amount)) = existing {
+            return if charge_id == req.charge_id && amount == req.amount.amount {
+                Ok(RefundReceipt { refund_id })
+            } else {
+                Err(GatewayError::Declined(
+                    "the idempotency key was already used for a different refund".to_owned(),
+                ))
+            };
+        }
+        if voided || currency != req.amount.currency.code() || req.amount.amount <= 0 {
+            return Err(GatewayError::Declined(format!(
+                "charge {} cannot be refunded {}",
+                req.charge_id, req.amount
+            )));
+        }
+        let refunded: i64 = sqlx::query_scalar(
+            "select coalesce(sum(amount), 0)::bigint from provider.refunds where charge_id = $1",
+        )
+        .bind(&req.charge_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(lost)?;
+        if refunded.saturating_add(req.amount.amount) > charged {
+            return Err(GatewayError::Declined(format!(
+                "refunds of charge {} would exceed it",
+                req.charge_id
+            )));
+        }
+        let refund_id: String = sqlx::query_scalar(REFUND)
+            .bind(&req.idempotency_key)
+            .bind(&req.charge_id)
+            .bind(req.amount.amount)
+            .bind(req.amount.currency.code())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(lost)?;
+        tx.commit().await.map_err(lost)?;
+        Ok(RefundReceipt { refund_id })
+    }
+}
+
+impl PgSimulatedGateway {
+    /// Honours the mode before a call.
+    async fn ready(&self) -> Result<(), GatewayError> {
+        match self.mode() {
+            GatewayMode::Hang => std::future::pending().await,
+            GatewayMode::Fail => Err(GatewayError::Unavailable(
+                "the simulated gateway is set to fail".to_owned(),
+            )),
+            GatewayMode::Succeed => Ok(()),
+        }
+    }
+}
+
+const ONBOARD: &str = "
+    insert into provider.accounts (account_id, user_id, provider, status)
+    select 'sim_acct_' || lpad(n::text, 6, '0'), $1, $2, 'pending'
+      from (select nextval('provider.numbers') as n) as next
+    on conflict (user_id, provider) do nothing
+    returning account_id";
+
+const TRANSFER: &str = "
+    insert into provider.transfers (idempotency_key, transfer_id, account_id, amount, currency,
+                                    status)
+    select $1, 'sim_tr_' || lpad(n::text, 6, '0'), $2, $3, $4, 'paid'
+      from (select nextval('provider.numbers') as n) as next
+    on conflict (idempotency_key) do nothing
+    returning transfer_id";
+
+const REFUND: &str = "
+    insert into provider.refunds (idempotency_key, refund_id, charge_id, amount, currency, status)
+    select $1, 'sim_re_' || lpad(n::text, 6, '0'), $2, $3, $4, 'succeeded'
+      from (select nextval('provider.numbers') as n) as next
+    returning refund_id";
+
+/// Queues a notice the provider sends to the service's webhook (signed at delivery).
+async fn notice(
+    tx: &mut sqlx::PgConnection,
+    notice_type: &str,
+    data: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    let id = format!("sim_evt_{}", Uuid::now_v7().simple());
+    let body = serde_json::json!({
+        "id": id,
+        "type": notice_type,
+        "created": chrono::Utc::now().timestamp(),
+        "data": data,
+    });
+    sqlx::query("insert into provider.outbox (notice_id, body) values ($1, $2)")
+        .bind(&id)
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// A provider call whose answer was lost with the connection may have been made: a timeout to
+/// the caller, who retries under the same key; any other storage failure is unavailability.
+fn lost_answer(e: &sqlx::Error) -> GatewayError {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
+            GatewayError::Timeout
+        }
+        other => unavailable(other),
+    }
+}
+
+/// One notice the simulated provider has yet to deliver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingNotice {
+    pub number: i64,
+    pub notice_id: String,
+    pub body: serde_json::Value,
+}
+
+/// The oldest notices not delivered yet.
+pub async fn undelivered(pool: &PgPool, limit: i64) -> Result<Vec<PendingNotice>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select number, notice_id, body from provider.outbox
+          where delivered_at is null order by number limit $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PendingNotice {
+                number: row.try_get("number")?,
+                notice_id: row.try_get("notice_id")?,
+                body: row.try_get("body")?,
+            })
+        })
+        .collect()
+}
+
+/// Marks a notice delivered (the webhook answered 2xx).
+pub async fn delivered(pool: &PgPool, number: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("update provider.outbox set delivered_at = now() where number = $1")
+        .bind(number)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

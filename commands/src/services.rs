@@ -13,10 +13,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::{AggregateContext, EventStore};
+use gigledger_domain::gateway::{
+    OnboardReceipt, OnboardRequest, RefundReceipt, RefundRequest, TransferReceipt, TransferRequest,
+};
+use gigledger_domain::process::{after_refund, after_transfer, Cause};
 use gigledger_domain::{
     Actor, AnyEvent, Authorise, Contract, ContractCommand, ContractError, ContractId, DomainError,
     ErrorKind, Escrow, EscrowCommand, EscrowError, EscrowEvent, EscrowServices, GatewayError, Gig,
-    GigCommand, GigError, GigId, MilestoneId, PaymentGateway,
+    GigCommand, GigError, GigId, MilestoneId, PaymentGateway, UserId, Wallet, WalletCommand,
+    WalletError,
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -42,6 +47,7 @@ pub struct ServicesConfig {
     pub gig_store: StoreConfig,
     pub contract_store: StoreConfig,
     pub escrow_store: StoreConfig,
+    pub wallet_store: StoreConfig,
     /// Run follow-up steps before answering (off only in tests that simulate a crash between the
     /// steps, leaving the follow-ups to the process managers).
     pub run_follow_ups: bool,
@@ -57,6 +63,7 @@ impl Default for ServicesConfig {
             gig_store: StoreConfig::default(),
             contract_store: StoreConfig::default(),
             escrow_store: StoreConfig::default(),
+            wallet_store: StoreConfig::default(),
             run_follow_ups: true,
         }
     }
@@ -100,6 +107,12 @@ pub enum ServiceError {
     Contract(#[from] ContractError),
     #[error(transparent)]
     Escrow(#[from] EscrowError),
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    /// The payment provider could not be reached or did not answer in time; nothing was
+    /// recorded, and the step is retried (by the caller, or the process manager).
+    #[error("the payment provider is unavailable: {0}")]
+    ProviderUnavailable(GatewayError),
     /// A stale `If-Match`, or an aggregate that kept changing under every retry.
     #[error("the {aggregate_type} changed meanwhile; reload it and try again")]
     Conflict { aggregate_type: &'static str },
@@ -127,8 +140,12 @@ impl ServiceError {
             Self::Gig(e) => Some(e.kind()),
             Self::Contract(e) => Some(e.kind()),
             Self::Escrow(e) => Some(e.kind()),
+            Self::Wallet(e) => Some(e.kind()),
             Self::Conflict { .. } => Some(ErrorKind::Conflict),
-            Self::Internal(_) | Self::NotRecorded(_) | Self::Incomplete { .. } => None,
+            Self::ProviderUnavailable(_)
+            | Self::Internal(_)
+            | Self::NotRecorded(_)
+            | Self::Incomplete { .. } => None,
         }
     }
 
@@ -138,7 +155,9 @@ impl ServiceError {
             Self::Gig(e) => DomainError::field(e),
             Self::Contract(e) => DomainError::field(e),
             Self::Escrow(e) => DomainError::field(e),
+            Self::Wallet(e) => DomainError::field(e),
             Self::Conflict { .. }
+            | Self::ProviderUnavailable(_)
             | Self::Internal(_)
             | Self::NotRecorded(_)
             | Self::Incomplete { .. } => None,
@@ -192,6 +211,24 @@ impl PaymentGateway for TimeoutGateway {
             .await
             .unwrap_or(Err(GatewayError::Timeout))
     }
+
+    async fn onboard(&self, request: OnboardRequest) -> Result<OnboardReceipt, GatewayError> {
+        tokio::time::timeout(self.timeout, self.inner.onboard(request))
+            .await
+            .unwrap_or(Err(GatewayError::Timeout))
+    }
+
+    async fn transfer(&self, request: TransferRequest) -> Result<TransferReceipt, GatewayError> {
+        tokio::time::timeout(self.timeout, self.inner.transfer(request))
+            .await
+            .unwrap_or(Err(GatewayError::Timeout))
+    }
+
+    async fn refund(&self, request: RefundRequest) -> Result<RefundReceipt, GatewayError> {
+        tokio::time::timeout(self.timeout, self.inner.refund(request))
+            .await
+            .unwrap_or(Err(GatewayError::Timeout))
+    }
 }
 
 /// Every command of the system, with its follow-ups.
@@ -199,6 +236,7 @@ pub struct Services {
     gigs: CommandBus<Gig>,
     contracts: CommandBus<Contract>,
     escrows: CommandBus<Escrow>,
+    wallets: CommandBus<Wallet>,
     gateway: Arc<dyn PaymentGateway>,
     clock: Arc<dyn Clock>,
     config: ServicesConfig,
@@ -220,10 +258,11 @@ impl Services {
             gigs: CommandBus::new(repo.clone(), config.gig_store, ()),
             contracts: CommandBus::new(repo.clone(), config.contract_store, ()),
             escrows: CommandBus::new(
-                repo,
+                repo.clone(),
                 config.escrow_store,
                 EscrowServices::new(gateway.clone()),
             ),
+            wallets: CommandBus::new(repo, config.wallet_store, ()),
             gateway,
             clock,
             config,
@@ -351,6 +390,70 @@ impl Services {
         self.gateway.void(charge_key).await
     }
 
+    /// Runs a wallet command (a freelancer's payout request; the process steps come through
+    /// [`Services::run_follow_up`]). A payout's transfer is not run here: the process manager on
+    /// `PayoutRequested` makes it in the background.
+    pub async fn wallet(
+        &self,
+        user_id: UserId,
+        command: WalletCommand,
+        ctx: &RequestContext,
+    ) -> Result<Outcome, ServiceError> {
+        let actor = self
+            .actor_of(&self.wallets, &user_id.to_string(), &command, command.actor())
+            .await?;
+        let metadata = self.metadata(ctx, actor.0, actor.1);
+        self.wallet_with(user_id, command, &metadata, ctx.expected_version)
+            .await
+    }
+
+    /// Registers (or replaces) the freelancer's payout account: the provider's onboarding first
+    /// (idempotent per user and provider, so a retry meets the same account), then
+    /// `RegisterPayoutAccount` with the account id it answered. Nothing is written when the
+    /// provider fails.
+    pub async fn register_payout_account(
+        &self,
+        actor: Actor,
+        provider: gigledger_domain::gateway::Provider,
+        ctx: &RequestContext,
+    ) -> Result<(Outcome, OnboardReceipt), ServiceError> {
+        let user_id = actor.user_id;
+        let receipt = self
+            .gateway
+            .onboard(OnboardRequest {
+                user: user_id,
+                provider,
+            })
+            .await
+            .map_err(provider_failed)?;
+        let command = WalletCommand::RegisterPayoutAccount {
+            provider,
+            account_id: receipt.account_id.clone(),
+            actor,
+            at: self.now(),
+        };
+        let outcome = self.wallet(user_id, command, ctx).await?;
+        Ok((outcome, receipt))
+    }
+
+    async fn wallet_with(
+        &self,
+        user_id: UserId,
+        command: WalletCommand,
+        metadata: &CommandMetadata,
+        expected_version: Option<u64>,
+    ) -> Result<Outcome, ServiceError> {
+        self.run_on(
+            &self.wallets,
+            user_id.to_string(),
+            command,
+            AnyEvent::Wallet,
+            metadata,
+            expected_version,
+        )
+        .await
+    }
+
     /// Voids the milestone's current charge unless the database shows a deposit for it: first
     /// `ChargeVoided` on the escrow (which a deposit still in flight with that charge then loses
     /// to), then the provider.
@@ -475,7 +578,57 @@ impl Services {
             FollowUp::Escrow(id, command) => {
                 Box::pin(self.escrow_with(id, command, metadata, None)).await
             }
+            FollowUp::Wallet(id, command) => {
+                Box::pin(self.wallet_with(id, command, metadata, None)).await
+            }
+            // The provider's answer decides the next step; a transient failure makes none, and
+            // the step is tried again under the same key (which meets the first transfer).
+            FollowUp::Transfer(_, request) => {
+                let answer = self.gateway.transfer(request.clone()).await;
+                match after_transfer(&request, &answer, self.now()) {
+                    Some(next) => Box::pin(self.run_follow_up(next, metadata)).await,
+                    None => Err(provider_failed(
+                        answer.err().unwrap_or(GatewayError::Timeout),
+                    )),
+                }
+            }
+            FollowUp::Refund {
+                contract_id,
+                milestone_id,
+                request,
+            } => {
+                let answer = self.gateway.refund(request.clone()).await;
+                match after_refund(contract_id, milestone_id, &request, &answer, self.now()) {
+                    Some(next) => Box::pin(self.run_follow_up(next, metadata)).await,
+                    None => Err(provider_failed(
+                        answer.err().unwrap_or(GatewayError::Timeout),
+                    )),
+                }
+            }
         }
+    }
+
+    /// The steps `event` (stored with `event_id` on stream `aggregate_id`) calls for, with the
+    /// escrow loaded for the rows that read it.
+    pub async fn follow_ups_of(
+        &self,
+        aggregate_id: &str,
+        event_id: Uuid,
+        event: &AnyEvent,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<FollowUp>, ServiceError> {
+        let cause = Cause::new(aggregate_id, event_id, event);
+        let escrow;
+        let cause = if cause.needs_escrow() {
+            let id = aggregate_id
+                .parse::<ContractId>()
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            escrow = self.load_escrow(id).await?.0;
+            cause.with_escrow(&escrow)
+        } else {
+            cause
+        };
+        follow_ups(&cause, at).map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     /// The answer for a committed command, after running the follow-ups its events call for.
@@ -506,7 +659,19 @@ impl Services {
         let mut failed = None;
         for (event_id, event) in committed.events {
             let event = wrap(event);
-            for step in follow_ups(&id, &event, metadata.at) {
+            let steps = match self.follow_ups_of(&id, event_id, &event, metadata.at).await {
+                Ok(steps) => steps,
+                Err(e) => {
+                    failed.get_or_insert(("follow-ups".to_owned(), e.to_string()));
+                    continue;
+                }
+            };
+            for step in steps {
+                // Money leaving the platform (a payout's transfer, a card refund) goes through
+                // the provider in the background, by its process manager, never in a command.
+                if matches!(step, FollowUp::Transfer(..) | FollowUp::Refund { .. }) {
+                    continue;
+                }
                 let name = step.name();
                 match self
                     .run_follow_up(step, &metadata.follow_up(event_id))
@@ -540,6 +705,10 @@ impl Services {
 
     pub async fn load_escrow(&self, id: ContractId) -> Result<(Escrow, u64), ServiceError> {
         self.escrows.load(&id.to_string()).await.map_err(from_bus)
+    }
+
+    pub async fn load_wallet(&self, id: UserId) -> Result<(Wallet, u64), ServiceError> {
+        self.wallets.load(&id.to_string()).await.map_err(from_bus)
     }
 }
 
@@ -578,6 +747,17 @@ impl Services {
             }
         };
         Ok((actor.user_id.to_string(), acting.as_str().to_owned()))
+    }
+}
+
+/// A provider call that did not answer: unavailable or timed out is retried later; a refusal is
+/// the provider's decision (declined).
+fn provider_failed(e: GatewayError) -> ServiceError {
+    match e {
+        GatewayError::Declined(_) | GatewayError::Voided => {
+            ServiceError::Internal(format!("the payment provider refused: {e}"))
+        }
+        GatewayError::Unavailable(_) | GatewayError::Timeout => ServiceError::ProviderUnavailable(e),
     }
 }
 

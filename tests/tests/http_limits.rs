@@ -31,6 +31,27 @@ impl PaymentGateway for SlowGateway {
     async fn void(&self, idempotency_key: &str) -> Result<(), GatewayError> {
         self.inner.void(idempotency_key).await
     }
+
+    async fn onboard(
+        &self,
+        req: gigledger_domain::gateway::OnboardRequest,
+    ) -> Result<gigledger_domain::gateway::OnboardReceipt, gigledger_domain::GatewayError> {
+        self.inner.onboard(req).await
+    }
+
+    async fn transfer(
+        &self,
+        req: gigledger_domain::gateway::TransferRequest,
+    ) -> Result<gigledger_domain::gateway::TransferReceipt, gigledger_domain::GatewayError> {
+        self.inner.transfer(req).await
+    }
+
+    async fn refund(
+        &self,
+        req: gigledger_domain::gateway::RefundRequest,
+    ) -> Result<gigledger_domain::gateway::RefundReceipt, gigledger_domain::GatewayError> {
+        self.inner.refund(req).await
+    }
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]

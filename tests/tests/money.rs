@@ -706,6 +706,27 @@ impl PaymentGateway for VoidsFail {
             "down for the test".to_owned(),
         ))
     }
+
+    async fn onboard(
+        &self,
+        req: gigledger_domain::gateway::OnboardRequest,
+    ) -> Result<gigledger_domain::gateway::OnboardReceipt, gigledger_domain::GatewayError> {
+        self.0.onboard(req).await
+    }
+
+    async fn transfer(
+        &self,
+        req: gigledger_domain::gateway::TransferRequest,
+    ) -> Result<gigledger_domain::gateway::TransferReceipt, gigledger_domain::GatewayError> {
+        self.0.transfer(req).await
+    }
+
+    async fn refund(
+        &self,
+        req: gigledger_domain::gateway::RefundRequest,
+    ) -> Result<gigledger_domain::gateway::RefundReceipt, gigledger_domain::GatewayError> {
+        self.0.refund(req).await
+    }
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
@@ -817,6 +838,27 @@ impl PaymentGateway for AnswerLost {
 
     async fn void(&self, key: &str) -> Result<(), gigledger_domain::GatewayError> {
         self.0.void(key).await
+    }
+
+    async fn onboard(
+        &self,
+        req: gigledger_domain::gateway::OnboardRequest,
+    ) -> Result<gigledger_domain::gateway::OnboardReceipt, gigledger_domain::GatewayError> {
+        self.0.onboard(req).await
+    }
+
+    async fn transfer(
+        &self,
+        req: gigledger_domain::gateway::TransferRequest,
+    ) -> Result<gigledger_domain::gateway::TransferReceipt, gigledger_domain::GatewayError> {
+        self.0.transfer(req).await
+    }
+
+    async fn refund(
+        &self,
+        req: gigledger_domain::gateway::RefundRequest,
+    ) -> Result<gigledger_domain::gateway::RefundReceipt, gigledger_domain::GatewayError> {
+        self.0.refund(req).await
     }
 }
 

@@ -63,7 +63,8 @@ impl Handler for Analytics {
                 Some((id, AnyEvent::Gig(e))) => on_gig(tx, id, event.position, &e).await?,
                 Some((id, AnyEvent::Contract(e))) => on_contract(tx, id, &e).await?,
                 Some((id, AnyEvent::Escrow(e))) => on_escrow(tx, id, event.position, &e).await?,
-                None => {}
+                // Payouts move money the releases already counted.
+                Some((_, AnyEvent::Wallet(_))) | None => {}
             }
         }
         Ok(())
@@ -491,11 +492,15 @@ async fn on_escrow(
             amount.amount,
             refunded_at,
         ),
+        // Money reaching the card again is not gross value released; the GMV figures count
+        // the refund when it is booked (FundsRefunded).
         EscrowEvent::EscrowOpened { .. }
         | EscrowEvent::FundsDeposited { .. }
         | EscrowEvent::FundsFrozen { .. }
         | EscrowEvent::EscrowClosed { .. }
-        | EscrowEvent::ChargeVoided { .. } => return Ok(()),
+        | EscrowEvent::ChargeVoided { .. }
+        | EscrowEvent::RefundIssued { .. }
+        | EscrowEvent::RefundFailed { .. } => return Ok(()),
     };
     let currency = gross.currency.code();
     let inserted = sqlx::query(

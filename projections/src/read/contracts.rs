@@ -59,7 +59,7 @@ impl Handler for Contracts {
                     apply_escrow(tx, id, event.position, &escrow_event).await?;
                     record_escrow_version(tx, id, event.sequence).await?;
                 }
-                Some((_, AnyEvent::Gig(_))) | None => {}
+                Some((_, AnyEvent::Gig(_) | AnyEvent::Wallet(_))) | None => {}
             }
         }
         Ok(())
@@ -525,7 +525,11 @@ async fn apply_escrow(
                 .execute(&mut *tx)
                 .await?;
         }
-        EscrowEvent::EscrowClosed { .. } | EscrowEvent::ChargeVoided { .. } => {}
+        // The card refund changes no escrow balance (the refund was booked by FundsRefunded).
+        EscrowEvent::EscrowClosed { .. }
+        | EscrowEvent::ChargeVoided { .. }
+        | EscrowEvent::RefundIssued { .. }
+        | EscrowEvent::RefundFailed { .. } => {}
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use gigledger_domain::escrow::{escrow_account, PLATFORM_REVENUE_ACCOUNT};
-use gigledger_domain::{ContractId, Currency, EscrowEvent, MilestoneId, UserId};
+use gigledger_domain::{ContractId, Currency, EscrowEvent, MilestoneId, UserId, WalletEvent};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgExecutor, Row};
@@ -23,7 +23,7 @@ use crate::runtime::{Handler, HandlerError};
 /// The handler's stored name.
 pub const NAME: &str = "ledger";
 /// The tables this read model fills.
-pub const TABLES: &[&str] = &["ledger_escrows", "ledger_entries"];
+pub const TABLES: &[&str] = &["ledger_escrows", "ledger_entries", "wallet_ledger_entries"];
 
 /// Projects escrow events into journal lines.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,8 +41,14 @@ impl Handler for Ledger {
         events: &[RecordedEvent],
     ) -> Result<(), HandlerError> {
         for event in events {
-            if let Some((contract_id, AnyEvent::Escrow(escrow_event))) = decode(event)? {
-                apply(tx, contract_id, event, &escrow_event).await?;
+            match decode(event)? {
+                Some((contract_id, AnyEvent::Escrow(escrow_event))) => {
+                    apply(tx, contract_id, event, &escrow_event).await?;
+                }
+                Some((freelancer_id, AnyEvent::Wallet(wallet_event))) => {
+                    apply_wallet(tx, freelancer_id, event, &wallet_event).await?;
+                }
+                Some((_, AnyEvent::Gig(_) | AnyEvent::Contract(_))) | None => {}
             }
         }
         Ok(())
@@ -61,10 +67,12 @@ fn movement(event: &EscrowEvent, account: &str, contract: ContractId) -> Option<
         }
         EscrowEvent::FundsReleased { .. } => Some("release_net"),
         EscrowEvent::FundsRefunded { .. } => Some("refund"),
+        EscrowEvent::RefundIssued { .. } => Some("card_refund"),
         EscrowEvent::EscrowOpened { .. }
         | EscrowEvent::FundsFrozen { .. }
         | EscrowEvent::EscrowClosed { .. }
-        | EscrowEvent::ChargeVoided { .. } => None,
+        | EscrowEvent::ChargeVoided { .. }
+        | EscrowEvent::RefundFailed { .. } => None,
     }
 }
 
@@ -73,7 +81,9 @@ fn milestone_of(event: &EscrowEvent) -> Option<MilestoneId> {
         EscrowEvent::FundsDeposited { milestone_id, .. }
         | EscrowEvent::FundsReleased { milestone_id, .. }
         | EscrowEvent::FundsFrozen { milestone_id, .. }
-        | EscrowEvent::FundsRefunded { milestone_id, .. } => Some(*milestone_id),
+        | EscrowEvent::FundsRefunded { milestone_id, .. }
+        | EscrowEvent::RefundIssued { milestone_id, .. }
+        | EscrowEvent::RefundFailed { milestone_id, .. } => Some(*milestone_id),
         // A void moves no money: it has no journal lines to attach a milestone to.
         EscrowEvent::EscrowOpened { .. }
         | EscrowEvent::EscrowClosed { .. }
@@ -157,6 +167,43 @@ async fn apply(
     Ok(())
 }
 
+/// A wallet event's journal lines (a payout leaving `freelancer_payable` for `payouts_sent`, or
+/// coming back after a failure), kept beside the escrows' lines: they belong to no contract.
+async fn apply_wallet(
+    tx: &mut PgConnection,
+    freelancer_id: Uuid,
+    recorded: &RecordedEvent,
+    event: &WalletEvent,
+) -> Result<(), HandlerError> {
+    let (kind, payout_id) = match event {
+        WalletEvent::PayoutPaid { payout_id, .. } => ("payout", payout_id),
+        WalletEvent::PayoutFailed { payout_id, .. } => ("payout_returned", payout_id),
+        _ => return Ok(()),
+    };
+    let lines = event.journal_lines(UserId(freelancer_id));
+    for (line, journal_line) in (0_i16..).zip(&lines) {
+        sqlx::query(
+            "insert into wallet_ledger_entries (position, line, user_id, payout_id, event_type,
+                                                movement, account, amount, currency, recorded_at)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             on conflict (position, line) do nothing",
+        )
+        .bind(recorded.position)
+        .bind(line)
+        .bind(freelancer_id)
+        .bind(payout_id.0)
+        .bind(&recorded.event_type)
+        .bind(kind)
+        .bind(&journal_line.account)
+        .bind(journal_line.amount)
+        .bind(journal_line.currency.code())
+        .bind(recorded.recorded_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// One journal line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LedgerEntry {
@@ -167,7 +214,7 @@ pub struct LedgerEntry {
     pub contract_id: ContractId,
     pub milestone_id: MilestoneId,
     pub event_type: String,
-    /// `deposit`, `release_gross`, `release_fee`, `release_net` or `refund`.
+    /// `deposit`, `release_gross`, `release_fee`, `release_net`, `refund` or `card_refund`.
     pub movement: String,
     pub account: String,
     /// Signed minor units: positive flows into the account.
@@ -271,10 +318,13 @@ pub async fn trial_balance<'e>(
             .fetch_all(db)
             .await?
         }
+        // Every line: the escrows' and the wallets' (payouts belong to no contract).
         None => {
             sqlx::query_as(
                 "select account, currency, sum(amount)::text as balance
-                   from read.ledger_entries
+                   from (select account, currency, amount from read.ledger_entries
+                         union all
+                         select account, currency, amount from read.wallet_ledger_entries) as lines
                   group by account, currency
                   order by currency, account",
             )

@@ -29,6 +29,7 @@ pub mod ledger;
 pub mod notifications;
 pub mod proposals;
 pub mod user_stats;
+pub mod wallets;
 
 use std::fmt::Display;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub fn all() -> Vec<Arc<dyn Handler>> {
         Arc::new(notifications::Notifications),
         Arc::new(user_stats::UserStats),
         Arc::new(analytics::Analytics),
+        Arc::new(wallets::Wallets),
     ]
 }
 
@@ -66,6 +68,7 @@ pub fn tables_of(name: &str) -> Option<&'static [&'static str]> {
         notifications::NAME => Some(notifications::TABLES),
         user_stats::NAME => Some(user_stats::TABLES),
         analytics::NAME => Some(analytics::TABLES),
+        wallets::NAME => Some(wallets::TABLES),
         _ => None,
     }
 }

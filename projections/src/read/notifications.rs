@@ -28,7 +28,7 @@
 //! names the same notifications in the rebuilt tables.
 
 use chrono::{DateTime, Utc};
-use gigledger_domain::{ContractEvent, EscrowEvent, GigEvent, UserId};
+use gigledger_domain::{ContractEvent, EscrowEvent, GigEvent, UserId, WalletEvent};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
@@ -73,6 +73,7 @@ impl Handler for Notifications {
                 Some((id, AnyEvent::Gig(e))) => on_gig(tx, event, id, &e).await?,
                 Some((id, AnyEvent::Contract(e))) => on_contract(tx, event, id, &e).await?,
                 Some((id, AnyEvent::Escrow(e))) => on_escrow(tx, event, id, &e).await?,
+                Some((id, AnyEvent::Wallet(e))) => on_wallet(tx, event, id, &e).await?,
                 None => {}
             }
         }
@@ -539,11 +540,68 @@ async fn on_escrow(
             );
             notify(tx, event, note).await?;
         }
+        EscrowEvent::RefundIssued {
+            milestone_id,
+            amount,
+            ..
+        } => {
+            let p = parties_of(tx, contract_id, Some(milestone_id.0)).await?;
+            let note = milestone_note(
+                p.client_id,
+                "refund_reached_card",
+                contract_id,
+                milestone_id.0,
+                &p,
+                json!({ "amount": amount }),
+            );
+            notify(tx, event, note).await?;
+        }
         EscrowEvent::FundsDeposited { .. }
         | EscrowEvent::FundsFrozen { .. }
         | EscrowEvent::EscrowClosed { .. }
-        | EscrowEvent::ChargeVoided { .. } => {}
+        | EscrowEvent::ChargeVoided { .. }
+        // A failed card refund is retried and shown to admins; the client hears when it lands.
+        | EscrowEvent::RefundFailed { .. } => {}
     }
+    Ok(())
+}
+
+/// A freelancer hears when a payout reaches their account, and when one fails (the money is back
+/// in their wallet).
+async fn on_wallet(
+    tx: &mut PgConnection,
+    event: &RecordedEvent,
+    freelancer_id: Uuid,
+    wallet_event: &WalletEvent,
+) -> Result<(), HandlerError> {
+    let note = match wallet_event {
+        WalletEvent::PayoutPaid {
+            payout_id, amount, ..
+        } => Note::new(
+            freelancer_id,
+            "payout_paid",
+            json!({ "payout_id": payout_id, "amount": amount }),
+        ),
+        WalletEvent::PayoutFailed {
+            payout_id,
+            amount,
+            reason,
+            ..
+        } => Note::new(
+            freelancer_id,
+            "payout_failed",
+            json!({ "payout_id": payout_id, "amount": amount, "reason": reason }),
+        ),
+        WalletEvent::PayoutAccountVerified { provider, .. } => Note::new(
+            freelancer_id,
+            "payout_account_verified",
+            json!({ "provider": provider }),
+        ),
+        WalletEvent::PayoutAccountRegistered { .. }
+        | WalletEvent::EarningsCredited { .. }
+        | WalletEvent::PayoutRequested { .. } => return Ok(()),
+    };
+    notify(tx, event, note).await?;
     Ok(())
 }
 

@@ -43,7 +43,7 @@ impl Handler for UserStats {
             match decode(event)? {
                 Some((id, AnyEvent::Contract(e))) => on_contract(tx, id, &e).await?,
                 Some((id, AnyEvent::Escrow(e))) => on_escrow(tx, id, event.position, &e).await?,
-                Some((_, AnyEvent::Gig(_))) | None => {}
+                Some((_, AnyEvent::Gig(_) | AnyEvent::Wallet(_))) | None => {}
             }
         }
         Ok(())
@@ -203,7 +203,9 @@ async fn on_escrow(
         | EscrowEvent::FundsFrozen { .. }
         | EscrowEvent::FundsRefunded { .. }
         | EscrowEvent::EscrowClosed { .. }
-        | EscrowEvent::ChargeVoided { .. } => {}
+        | EscrowEvent::ChargeVoided { .. }
+        | EscrowEvent::RefundIssued { .. }
+        | EscrowEvent::RefundFailed { .. } => {}
     }
     Ok(())
 }
