@@ -32,6 +32,7 @@ pub mod error;
 pub mod idempotency;
 pub mod live;
 pub mod middleware;
+pub mod notices;
 pub mod openapi;
 pub mod private_pg;
 pub mod query;

@@ -11,7 +11,8 @@ use utoipa::openapi::{Content, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::routes::{
-    self, analytics, audit, contracts, disputes, gigs, health, me, proposals, reviews, users,
+    self, analytics, audit, contracts, disputes, gigs, health, me, payouts, proposals, reviews,
+    users,
 };
 
 /// What every command answers (plus what a route adds: `contract_id`, `milestone_ids`,
@@ -69,6 +70,8 @@ pub struct ProblemField {
         me::me, me::my_gigs, me::my_proposals, me::my_contracts, me::my_notifications,
         me::mark_read, me::stream,
         users::profile,
+        payouts::put_payout_account, payouts::my_wallet, payouts::request_payout,
+        payouts::my_payouts, payouts::needing_attention, payouts::webhook,
         audit::events, audit::stream, audit::state_as_of, audit::verify, audit::digest,
         audit::verify_digest, audit::export, audit::reconcile,
         analytics::gmv, analytics::funnel, analytics::time_to_hire, analytics::disputes,
@@ -128,6 +131,15 @@ impl Modify for Conventions {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "provider_signature",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    gigledger_commands::notice::SIGNATURE_HEADER,
+                    "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>, within five minutes",
+                ),
+            )),
+        );
         let table = routes::table();
         for (path, item) in &mut openapi.paths.paths {
             let operations = [
@@ -151,7 +163,11 @@ impl Modify for Conventions {
                         .get_or_insert_with(Default::default)
                         .merge(extensions);
                 }
-                if !path.starts_with("/v1/") {
+                let signed_by_provider = table
+                    .routes()
+                    .iter()
+                    .any(|r| r.method == method && r.path == path && r.who == routes::PROVIDER);
+                if !path.starts_with("/v1/") || signed_by_provider {
                     continue;
                 }
                 operation.security = Some(vec![SecurityRequirement::new(

@@ -213,6 +213,16 @@ pub struct HttpSettings {
         value_delimiter = ','
     )]
     pub cors_origins: Vec<String>,
+
+    /// The secret the payment provider signs its notices to `POST /v1/webhooks/payments` with
+    /// (HMAC-SHA256). Without it the webhook refuses every notice; `serve --demo` makes one. The
+    /// simulated provider signs its own notices with it.
+    #[arg(
+        long = "payments-webhook-secret",
+        env = "GIGLEDGER_PAYMENTS_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub payments_webhook_secret: Option<String>,
 }
 
 impl Default for HttpSettings {
@@ -223,6 +233,7 @@ impl Default for HttpSettings {
             min_position_wait_ms: 5_000,
             commands_per_minute: 600,
             cors_origins: Vec::new(),
+            payments_webhook_secret: None,
         }
     }
 }

@@ -46,7 +46,13 @@ pub enum ServeError {
 /// again on the way out whatever the outcome; the demo seeded into an empty database; and, once
 /// the listener is bound, the workers started and the read models caught up, a guide printed to
 /// stdout (tokens and curl lines).
-pub async fn serve(settings: ServeSettings) -> Result<(), ServeError> {
+pub async fn serve(mut settings: ServeSettings) -> Result<(), ServeError> {
+    // The demo's simulated provider signs its notices; without a configured secret it gets one
+    // for this process (a real deployment sets the provider's).
+    if settings.demo && settings.http.payments_webhook_secret.is_none() {
+        settings.http.payments_webhook_secret =
+            Some(crate::demo::random_secret().expose().to_owned());
+    }
     // One listener for Ctrl-C and SIGTERM from the start: a signal during start-up (a long
     // seed, say) then stops the process through the same exits, which stop a private cluster.
     let (stop_tx, stop) = watch::channel(false);
@@ -165,6 +171,9 @@ async fn serve_on(
     } else {
         None
     };
+    // The simulated provider's notices (an account verified, a transfer failed later) reach the
+    // webhook's code as a real provider's would.
+    let _deliveries = crate::notices::spawn_simulated_deliveries(state.clone()).map(AbortOnDrop);
     let addr = listener.local_addr()?;
     tracing::info!(http.addr = %addr, "gigledger listening");
     let guide = match (demo, found) {

@@ -124,6 +124,8 @@ pub struct AppState {
     pub tasks: Arc<CommandTasks>,
     /// The notification streams' shared waker and shutdown signal.
     pub live: Arc<Live>,
+    /// The secret payment provider notices are signed with (`None`: the webhook refuses them).
+    pub webhook_secret: Option<Arc<[u8]>>,
 }
 
 impl AppState {
@@ -171,6 +173,10 @@ impl AppState {
             metrics: crate::telemetry::metrics(),
             tasks: Arc::new(CommandTasks::default()),
             live: Arc::new(Live::new(pool.clone())),
+            webhook_secret: http
+                .payments_webhook_secret
+                .as_ref()
+                .map(|s| Arc::from(s.as_bytes())),
             pool,
         }
     }

@@ -112,22 +112,46 @@ impl Process {
     }
 }
 
+/// How many process managers' batches may be in flight at once in one process. Each holds its
+/// batch's transaction and takes a second connection for its commands, so together they must
+/// leave a connection free: fewer than the smallest pool the service runs on (5, a test's).
+pub const BATCHES_IN_FLIGHT: usize = 3;
+
 /// One process manager.
 pub struct ProcessManager {
     process: Process,
     services: Arc<Services>,
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl ProcessManager {
+    /// One manager with a gate of its own.
     pub fn new(process: Process, services: Arc<Services>) -> Self {
-        Self { process, services }
+        Self::gated(
+            process,
+            services,
+            Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT)),
+        )
     }
 
-    /// Every process manager, ready for the runtime.
+    fn gated(
+        process: Process,
+        services: Arc<Services>,
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
+        Self {
+            process,
+            services,
+            gate,
+        }
+    }
+
+    /// Every process manager, ready for the runtime, sharing one gate.
     pub fn all(services: &Arc<Services>) -> Vec<Arc<dyn Handler>> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
         Process::ALL
             .into_iter()
-            .map(|p| Arc::new(Self::new(p, services.clone())) as Arc<dyn Handler>)
+            .map(|p| Arc::new(Self::gated(p, services.clone(), gate.clone())) as Arc<dyn Handler>)
             .collect()
     }
 }
@@ -144,6 +168,10 @@ fn caused_by(event: &RecordedEvent, at: DateTime<Utc>) -> CommandMetadata {
 impl Handler for ProcessManager {
     fn name(&self) -> &str {
         self.process.name()
+    }
+
+    fn gate(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        Some(self.gate.clone())
     }
 
     async fn handle(

@@ -71,6 +71,15 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), HandlerError>;
+
+    /// A gate a batch must pass before its transaction opens, for handlers that take a second
+    /// connection from the pool while their batch's transaction holds one (process managers run
+    /// commands). Without it, as many such batches as the pool has connections could each hold
+    /// one and wait for another, forever: shared by all of them, with fewer permits than the
+    /// pool has connections, it keeps a connection free for them.
+    fn gate(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        None
+    }
 }
 
 /// How a worker paces itself.
@@ -384,6 +393,15 @@ async fn step(
     let from = load_checkpoint(pool, &target.checkpoint)
         .await
         .map_err(StepError::Database)?;
+    // Taken before the transaction's connection, held until it commits.
+    let _permit = match handler.gate() {
+        Some(gate) => Some(
+            gate.acquire_owned()
+                .await
+                .map_err(|_| StepError::Database(sqlx::Error::PoolClosed))?,
+        ),
+        None => None,
+    };
     let mut tx = pool.begin().await.map_err(StepError::Database)?;
     // Read before this transaction writes anything: it has no transaction id yet, so it does not
     // hold back its own view of the settled log.

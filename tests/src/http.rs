@@ -31,7 +31,11 @@ pub struct TestApi {
     pub auth: AuthSettings,
     server: JoinHandle<()>,
     workers: Option<Workers>,
+    deliveries: Option<JoinHandle<()>>,
 }
+
+/// The secret the tests' payment provider signs its notices with.
+pub const WEBHOOK_SECRET: &str = "whsec_gigledger_tests";
 
 /// An answer, read whole.
 #[derive(Debug)]
@@ -105,7 +109,10 @@ impl TestApi {
     }
 
     /// The API with these limits, with or without workers.
-    pub async fn start_with(pool: PgPool, http: HttpSettings, workers: bool) -> Self {
+    pub async fn start_with(pool: PgPool, mut http: HttpSettings, workers: bool) -> Self {
+        if http.payments_webhook_secret.is_none() {
+            http.payments_webhook_secret = Some(WEBHOOK_SECRET.to_owned());
+        }
         let auth = auth_settings();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let state = AppState::new(
@@ -142,6 +149,13 @@ impl TestApi {
             .await
             .expect("a loopback port");
         let base = format!("http://{}", listener.local_addr().expect("an address"));
+        // The simulated provider's notices, delivered as `serve` delivers them (with the workers:
+        // a test without workers drives every step itself).
+        let deliveries = if workers.is_some() {
+            gigledger_api::notices::spawn_simulated_deliveries(state.clone())
+        } else {
+            None
+        };
         let app = gigledger_api::app::app(state);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -153,12 +167,16 @@ impl TestApi {
             auth,
             server,
             workers,
+            deliveries,
         }
     }
 
     /// Stops the server and the workers.
     pub async fn stop(mut self) {
         self.server.abort();
+        if let Some(deliveries) = self.deliveries.take() {
+            deliveries.abort();
+        }
         if let Some(workers) = self.workers.take() {
             workers.stop().await;
         }
@@ -252,6 +270,42 @@ impl TestApi {
     pub async fn get(&self, user: &User, path: &str) -> Answer {
         self.send(Method::GET, path, Some(&user.token), None, &[])
             .await
+    }
+
+    /// Posts a provider notice signed with [`WEBHOOK_SECRET`] at `timestamp` (unix seconds).
+    pub async fn notice_at(&self, body: &[u8], timestamp: i64) -> Answer {
+        let signature =
+            gigledger_commands::notice::sign(WEBHOOK_SECRET.as_bytes(), timestamp, body);
+        let response = self
+            .http
+            .post(format!("{}/v1/webhooks/payments", self.base))
+            .header("content-type", "application/json")
+            .header(gigledger_commands::notice::SIGNATURE_HEADER, signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("the server answers");
+        Answer {
+            status: response.status(),
+            headers: response.headers().clone(),
+            bytes: response.bytes().await.expect("a body").to_vec(),
+        }
+    }
+
+    /// Posts a provider notice signed now.
+    pub async fn notice(&self, body: &Value) -> Answer {
+        let bytes = serde_json::to_vec(body).expect("JSON");
+        self.notice_at(&bytes, chrono::Utc::now().timestamp()).await
+    }
+
+    /// How many events users' commands wrote (not the platform's own: process managers run in
+    /// the background, a card refund after a cancellation, say, and would make "nothing was
+    /// written" checks of a refused request race them).
+    pub async fn events_by_users(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from events where metadata->>'actor_role' <> 'system'")
+            .fetch_one(&self.pool)
+            .await
+            .expect("events counted")
     }
 
     /// How many events the store holds.

@@ -183,7 +183,7 @@ async fn refused(
         _ => unreachable!("only refusals here"),
     };
     assert_eq!(answer.problem_type(), expected);
-    assert_eq!(api.event_count().await, events, "a refusal writes nothing");
+    assert_eq!(api.events_by_users().await, events, "a refusal writes nothing");
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
@@ -206,7 +206,7 @@ async fn each_role_may_do_only_what_api_md_gives_it(pool: PgPool) {
         )
         .await;
     assert_eq!(submitted.status, StatusCode::OK);
-    let events = api.event_count().await;
+    let events = api.events_by_users().await;
     let freelancer = &hired.freelancer;
     let contract = hired.contract_path();
 
@@ -472,7 +472,7 @@ async fn each_role_may_do_only_what_api_md_gives_it(pool: PgPool) {
         .as_str()
         .expect("dispute")
         .to_owned();
-    let events = api.event_count().await;
+    let events = api.events_by_users().await;
     refused(
         &api,
         api.post(
@@ -499,7 +499,7 @@ async fn each_role_may_do_only_what_api_md_gives_it(pool: PgPool) {
         &api,
         api.get(&hired.client, "/v1/disputes").await,
         StatusCode::FORBIDDEN,
-        api.event_count().await,
+        api.events_by_users().await,
     )
     .await;
     api.stop().await;

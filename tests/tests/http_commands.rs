@@ -29,12 +29,12 @@ async fn a_repeated_fund_with_one_key_charges_once_and_replays_the_first_answer(
     let first = send(fund.clone(), "fund-once").await;
     assert_eq!(first.status, StatusCode::OK, "{:?}", first.json());
     assert_eq!(first.header("idempotent-replayed"), None);
-    let events = api.event_count().await;
+    let events = api.events_by_users().await;
     let second = send(fund.clone(), "fund-once").await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.header("idempotent-replayed"), Some("true"));
     assert_eq!(second.bytes, first.bytes, "byte for byte");
-    assert_eq!(api.event_count().await, events, "a replay writes nothing");
+    assert_eq!(api.events_by_users().await, events, "a replay writes nothing");
     assert_eq!(api.charges().await, 1);
     assert_eq!(api.events_of_type("FundsDeposited").await, 1);
 
@@ -42,7 +42,7 @@ async fn a_repeated_fund_with_one_key_charges_once_and_replays_the_first_answer(
     let other = send(format!("{}/fund", hired.milestone_path(1)), "fund-once").await;
     assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(other.problem_type(), "/problems/idempotency-key-reused");
-    assert_eq!(api.event_count().await, events);
+    assert_eq!(api.events_by_users().await, events);
 
     // Another caller's key of the same name is theirs: independent.
     let stranger = api.user(&[Role::Client]);
@@ -160,7 +160,7 @@ async fn a_stale_if_match_is_412_and_writes_nothing_and_a_fresh_etag_works(pool:
     };
     let revised = revise("Versioned, revised", etag.clone()).await;
     assert_eq!(revised.status, StatusCode::OK, "{:?}", revised.json());
-    let events = api.event_count().await;
+    let events = api.events_by_users().await;
     let stale = revise("Lost update", etag).await;
     assert_eq!(
         stale.status,
@@ -169,7 +169,7 @@ async fn a_stale_if_match_is_412_and_writes_nothing_and_a_fresh_etag_works(pool:
         stale.json()
     );
     assert_eq!(stale.problem_type(), "/problems/precondition-failed");
-    assert_eq!(api.event_count().await, events, "nothing written");
+    assert_eq!(api.events_by_users().await, events, "nothing written");
     let seen = api.get_at(&client, &path, revised.position()).await;
     assert_eq!(seen.json()["title"], "Versioned, revised");
     let fresh = seen.header("etag").expect("an ETag").to_owned();
@@ -195,7 +195,7 @@ async fn past_the_callers_command_allowance_commands_are_429_with_retry_after(po
             .await;
         assert_eq!(ok.status, StatusCode::CREATED);
     }
-    let events = api.event_count().await;
+    let events = api.events_by_users().await;
     let limited = api
         .post(&client, "/v1/gigs", &gig_body("One too many", 1_000))
         .await;
@@ -205,7 +205,7 @@ async fn past_the_callers_command_allowance_commands_are_429_with_retry_after(po
         .header("retry-after")
         .and_then(|s| s.parse::<u32>().ok())
         .is_some());
-    assert_eq!(api.event_count().await, events);
+    assert_eq!(api.events_by_users().await, events);
     // Another caller has an allowance of their own; queries are not limited.
     let other = api.user(&[Role::Client]);
     assert_eq!(

@@ -245,7 +245,7 @@ async fn every_command_route_refuses_hostile_bodies_with_a_4xx_problem_and_write
             &hired.client,
         ),
     ];
-    let events = api.event_count().await;
+    let events = api.events_by_users().await;
     let mut checked = 0;
     for (method, path, user) in &routes {
         for (name, body) in hostile_values() {
@@ -294,7 +294,7 @@ async fn every_command_route_refuses_hostile_bodies_with_a_4xx_problem_and_write
             checked += 1;
         }
         assert_eq!(
-            api.event_count().await,
+            api.events_by_users().await,
             events,
             "{method} {path}: a refused body wrote something"
         );

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use gigledger_api::routes::{table, PUBLIC};
+use gigledger_api::routes::{table, PROVIDER, PUBLIC};
 use gigledger_tests::http::TestApi;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -101,7 +101,22 @@ async fn the_document_covers_every_route_of_the_router_and_nothing_else(pool: Pg
             route.method, route.path
         );
         let secured = operation["security"][0].get("bearer").is_some();
-        if route.path.starts_with("/v1/") {
+        if route.who == PROVIDER {
+            // The webhook: the provider's signature, never a bearer token; unsigned, a 400.
+            assert!(!secured, "{} {} takes no token", route.method, route.path);
+            assert!(
+                operation["security"][0].get("provider_signature").is_some(),
+                "{} {} names its signature scheme",
+                route.method,
+                route.path
+            );
+            let method = Method::from_bytes(route.method.as_bytes()).expect("a method");
+            let answer = api
+                .send(method, route.path, None, Some(&serde_json::json!({})), &[])
+                .await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", route.path);
+            assert_eq!(answer.error_fields(), vec!["gigledger-signature"]);
+        } else if route.path.starts_with("/v1/") {
             assert!(
                 secured,
                 "{} {} lacks the bearer scheme",

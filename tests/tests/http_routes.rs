@@ -130,7 +130,7 @@ impl<'a> Checker<'a> {
         fields: &[&str],
     ) -> Answer {
         let method = Method::from_bytes(route.0.as_bytes()).expect("a method");
-        let events = self.api.event_count().await;
+        let events = self.api.events_by_users().await;
         let written = self.written.to_string();
         let mut sent: Vec<(&str, &str)> = headers.to_vec();
         if method == Method::GET && self.written > 0 && !path.contains("min_position") {
@@ -179,7 +179,7 @@ impl<'a> Checker<'a> {
                 answer.json()
             );
             assert_eq!(
-                self.api.event_count().await,
+                self.api.events_by_users().await,
                 events,
                 "{} {path} refused, nothing written",
                 route.0

@@ -10,6 +10,7 @@ pub mod disputes;
 pub mod gigs;
 pub mod health;
 pub mod me;
+pub mod payouts;
 pub mod proposals;
 pub mod reviews;
 pub mod users;
@@ -33,6 +34,9 @@ pub struct RouteInfo {
 
 /// The `who` of a route that needs no bearer token.
 pub const PUBLIC: &str = "anyone, no token";
+
+/// The `who` of the webhook: the payment provider, by its signature, with no bearer token.
+pub const PROVIDER: &str = "the payment provider (its signature header; no bearer token)";
 
 /// The router and the list of its routes, built together so that neither can have a route the
 /// other lacks.
@@ -105,5 +109,6 @@ pub fn table() -> Table {
     let table = me::routes(table);
     let table = users::routes(table);
     let table = audit::routes(table);
+    let table = payouts::routes(table);
     analytics::routes(table)
 }
