@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the database if needed, migrate it, and serve the HTTP API.
-    Serve(ServeSettings),
+    Serve(Box<ServeSettings>),
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate(DatabaseSettings),
     /// Projection workers: run them, see where they stand, rebuild one.
@@ -148,7 +148,7 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Serve(settings) => crate::startup::serve(settings)
+        Command::Serve(settings) => crate::startup::serve(*settings)
             .await
             .map_err(|e| e.to_string()),
         Command::Projections(command) => projections(command).await,

@@ -134,11 +134,7 @@ impl ProcessManager {
         )
     }
 
-    fn gated(
-        process: Process,
-        services: Arc<Services>,
-        gate: Arc<tokio::sync::Semaphore>,
-    ) -> Self {
+    fn gated(process: Process, services: Arc<Services>, gate: Arc<tokio::sync::Semaphore>) -> Self {
         Self {
             process,
             services,

@@ -244,11 +244,13 @@ impl PaymentGateway for PgSimulatedGateway {
                 )
                 .await
                 .map_err(lost)?;
-                sqlx::query("update provider.accounts set status = 'verified' where account_id = $1")
-                    .bind(&account_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(lost)?;
+                sqlx::query(
+                    "update provider.accounts set status = 'verified' where account_id = $1",
+                )
+                .bind(&account_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(lost)?;
                 (account_id, AccountStatus::Pending)
             }
             None => {

@@ -1,5 +1,6 @@
-//! Reconciliation of the payment provider's charges with the escrow's deposits (`gigledger
-//! audit reconcile`, and later `GET /v1/audit/reconcile`).
+//! Reconciliation of the payment provider with the ledger (`gigledger audit reconcile` and
+//! `GET /v1/audit/reconcile`): its charges with the escrows' deposits, its refunds with the
+//! escrows' `RefundIssued`, and its transfers with the wallets' `PayoutPaid`, per currency.
 //!
 //! Every charge that stands at the provider (not voided) must have exactly one `FundsDeposited`
 //! of the same amount and currency, and every deposit must name a charge that stands. A mismatch
@@ -104,6 +105,54 @@ pub enum Mismatch {
         charged_contract: String,
         charged_milestone: String,
     },
+    /// The provider refunded a card and no `RefundIssued` records it (the process manager died
+    /// between the refund and its event, or has not run yet).
+    RefundWithoutRecord {
+        refund_id: String,
+        amount: i64,
+        currency: String,
+    },
+    /// A `RefundIssued` names a refund the provider does not have.
+    RecordWithoutRefund {
+        refund_id: String,
+        contract_id: String,
+        amount: i64,
+        currency: String,
+    },
+    /// A refund's amount or currency is not its record's, or it is recorded more than once.
+    RefundDiffers {
+        refund_id: String,
+        refunded: i64,
+        recorded: i64,
+        currency: String,
+        records: i64,
+    },
+    /// The provider transferred to a payout account and no `PayoutPaid` records it.
+    TransferWithoutPayout {
+        transfer_id: String,
+        amount: i64,
+        currency: String,
+    },
+    /// A `PayoutPaid` names a transfer the provider does not have.
+    PayoutWithoutTransfer {
+        transfer_id: String,
+        user_id: String,
+        amount: i64,
+        currency: String,
+    },
+    /// A transfer's amount or currency is not its payout's, or it is recorded more than once.
+    TransferDiffers {
+        transfer_id: String,
+        transferred: i64,
+        recorded: i64,
+        currency: String,
+        records: i64,
+    },
+    /// The provider reports a transfer failed and the wallet still counts the payout paid.
+    FailedTransferStillPaid {
+        transfer_id: String,
+        user_id: String,
+    },
 }
 
 impl std::fmt::Display for Mismatch {
@@ -181,6 +230,74 @@ impl std::fmt::Display for Mismatch {
                  {charge_id}, which was made for contract {charged_contract} milestone \
                  {charged_milestone}"
             ),
+            Self::RefundWithoutRecord {
+                refund_id,
+                amount,
+                currency,
+            } => write!(
+                f,
+                "refund {refund_id} of {amount} {currency} reached a card and no RefundIssued \
+                 records it"
+            ),
+            Self::RecordWithoutRefund {
+                refund_id,
+                contract_id,
+                amount,
+                currency,
+            } => write!(
+                f,
+                "RefundIssued of {amount} {currency} on contract {contract_id} names refund \
+                 {refund_id}, which the provider does not have"
+            ),
+            Self::RefundDiffers {
+                refund_id,
+                refunded,
+                recorded,
+                currency,
+                records,
+            } => write!(
+                f,
+                "refund {refund_id} gave back {refunded} {currency}; {records} RefundIssued \
+                 record {recorded}"
+            ),
+            Self::TransferWithoutPayout {
+                transfer_id,
+                amount,
+                currency,
+            } => write!(
+                f,
+                "transfer {transfer_id} of {amount} {currency} left the platform and no \
+                 PayoutPaid records it"
+            ),
+            Self::PayoutWithoutTransfer {
+                transfer_id,
+                user_id,
+                amount,
+                currency,
+            } => write!(
+                f,
+                "PayoutPaid of {amount} {currency} to {user_id} names transfer {transfer_id}, \
+                 which the provider does not have"
+            ),
+            Self::TransferDiffers {
+                transfer_id,
+                transferred,
+                recorded,
+                currency,
+                records,
+            } => write!(
+                f,
+                "transfer {transfer_id} sent {transferred} {currency}; {records} PayoutPaid \
+                 record {recorded}"
+            ),
+            Self::FailedTransferStillPaid {
+                transfer_id,
+                user_id,
+            } => write!(
+                f,
+                "transfer {transfer_id} failed at the provider and {user_id}'s wallet still \
+                 counts it paid"
+            ),
         }
     }
 }
@@ -201,8 +318,149 @@ impl Reconciliation {
     }
 }
 
-/// Matches every provider charge with the deposits that name it.
+/// Every provider refund beside the `RefundIssued` that name it.
+const REFUND_PAIRS: &str = "
+    with issued as (
+        select aggregate_id as contract_id,
+               payload->'RefundIssued'->>'refund_id' as refund_id,
+               (payload->'RefundIssued'->'amount'->>'amount')::bigint as amount,
+               payload->'RefundIssued'->'amount'->>'currency' as currency
+          from events
+         where aggregate_type = 'escrow' and event_type = 'RefundIssued'
+    ), recorded as (
+        select refund_id, min(contract_id) as contract_id, sum(amount)::bigint as amount,
+               min(currency) as currency, count(*) as records
+          from issued group by refund_id
+    )
+    select r.refund_id, r.amount as refunded, r.currency as refunded_currency,
+           i.refund_id as recorded_id, i.contract_id, i.amount as recorded,
+           i.currency as recorded_currency, coalesce(i.records, 0) as records
+      from (select refund_id, amount, currency from provider.refunds
+             where status = 'succeeded') as r
+      full join recorded i on i.refund_id = r.refund_id
+     order by coalesce(r.refund_id, i.refund_id)";
+
+/// Every provider transfer beside the `PayoutPaid` that name it, and whether the payout failed
+/// since.
+const TRANSFER_PAIRS: &str = "
+    with paid as (
+        select aggregate_id as user_id,
+               payload->'PayoutPaid'->>'payout_id' as payout_id,
+               payload->'PayoutPaid'->>'transfer_id' as transfer_id,
+               (payload->'PayoutPaid'->'amount'->>'amount')::bigint as amount,
+               payload->'PayoutPaid'->'amount'->>'currency' as currency
+          from events
+         where aggregate_type = 'wallet' and event_type = 'PayoutPaid'
+    ), failed as (
+        select aggregate_id as user_id, payload->'PayoutFailed'->>'payout_id' as payout_id
+          from events
+         where aggregate_type = 'wallet' and event_type = 'PayoutFailed'
+    ), recorded as (
+        select transfer_id, min(user_id) as user_id, sum(amount)::bigint as amount,
+               min(currency) as currency, count(*) as records,
+               bool_or(exists (select 1 from failed f
+                                where f.user_id = paid.user_id and f.payout_id = paid.payout_id))
+                   as payout_failed
+          from paid group by transfer_id
+    )
+    select t.transfer_id, t.amount as transferred, t.currency as transferred_currency,
+           t.status, p.transfer_id as recorded_id, p.user_id, p.amount as recorded,
+           p.currency as recorded_currency, coalesce(p.records, 0) as records,
+           coalesce(p.payout_failed, false) as payout_failed
+      from provider.transfers t
+      full join recorded p on p.transfer_id = t.transfer_id
+     order by coalesce(t.transfer_id, p.transfer_id)";
+
+/// Matches every provider charge with the deposits that name it, every refund with its
+/// `RefundIssued`, and every transfer with its `PayoutPaid`.
 pub async fn reconcile(pool: &PgPool) -> Result<Reconciliation, sqlx::Error> {
+    let mut result = reconcile_charges(pool).await?;
+    let refunds = sqlx::query(REFUND_PAIRS).fetch_all(pool).await?;
+    result.checked += refunds.len();
+    for row in &refunds {
+        let refund: Option<String> = row.try_get("refund_id")?;
+        let recorded: Option<String> = row.try_get("recorded_id")?;
+        match (refund, recorded) {
+            (Some(refund_id), None) => result.mismatches.push(Mismatch::RefundWithoutRecord {
+                refund_id,
+                amount: row.try_get("refunded")?,
+                currency: row.try_get("refunded_currency")?,
+            }),
+            (None, Some(refund_id)) => result.mismatches.push(Mismatch::RecordWithoutRefund {
+                refund_id,
+                contract_id: row.try_get("contract_id")?,
+                amount: row.try_get("recorded")?,
+                currency: row.try_get("recorded_currency")?,
+            }),
+            (Some(refund_id), Some(_)) => {
+                let refunded: i64 = row.try_get("refunded")?;
+                let recorded: i64 = row.try_get("recorded")?;
+                let currency: String = row.try_get("refunded_currency")?;
+                let recorded_currency: String = row.try_get("recorded_currency")?;
+                let records: i64 = row.try_get("records")?;
+                if refunded != recorded || currency != recorded_currency || records != 1 {
+                    result.mismatches.push(Mismatch::RefundDiffers {
+                        refund_id,
+                        refunded,
+                        recorded,
+                        currency,
+                        records,
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    let transfers = sqlx::query(TRANSFER_PAIRS).fetch_all(pool).await?;
+    result.checked += transfers.len();
+    for row in &transfers {
+        let transfer: Option<String> = row.try_get("transfer_id")?;
+        let recorded: Option<String> = row.try_get("recorded_id")?;
+        match (transfer, recorded) {
+            (Some(transfer_id), None) => result.mismatches.push(Mismatch::TransferWithoutPayout {
+                transfer_id,
+                amount: row.try_get("transferred")?,
+                currency: row.try_get("transferred_currency")?,
+            }),
+            (None, Some(transfer_id)) => {
+                result.mismatches.push(Mismatch::PayoutWithoutTransfer {
+                    transfer_id,
+                    user_id: row.try_get("user_id")?,
+                    amount: row.try_get("recorded")?,
+                    currency: row.try_get("recorded_currency")?,
+                });
+            }
+            (Some(transfer_id), Some(_)) => {
+                let transferred: i64 = row.try_get("transferred")?;
+                let recorded: i64 = row.try_get("recorded")?;
+                let currency: String = row.try_get("transferred_currency")?;
+                let recorded_currency: String = row.try_get("recorded_currency")?;
+                let records: i64 = row.try_get("records")?;
+                if transferred != recorded || currency != recorded_currency || records != 1 {
+                    result.mismatches.push(Mismatch::TransferDiffers {
+                        transfer_id: transfer_id.clone(),
+                        transferred,
+                        recorded,
+                        currency,
+                        records,
+                    });
+                }
+                let status: String = row.try_get("status")?;
+                if status == "failed" && !row.try_get::<bool, _>("payout_failed")? {
+                    result.mismatches.push(Mismatch::FailedTransferStillPaid {
+                        transfer_id,
+                        user_id: row.try_get("user_id")?,
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(result)
+}
+
+/// Matches every provider charge with the deposits that name it.
+async fn reconcile_charges(pool: &PgPool) -> Result<Reconciliation, sqlx::Error> {
     let rows = sqlx::query(PAIRS).fetch_all(pool).await?;
     let mut result = Reconciliation {
         checked: rows.len(),

@@ -400,7 +400,12 @@ impl Services {
         ctx: &RequestContext,
     ) -> Result<Outcome, ServiceError> {
         let actor = self
-            .actor_of(&self.wallets, &user_id.to_string(), &command, command.actor())
+            .actor_of(
+                &self.wallets,
+                &user_id.to_string(),
+                &command,
+                command.actor(),
+            )
             .await?;
         let metadata = self.metadata(ctx, actor.0, actor.1);
         self.wallet_with(user_id, command, &metadata, ctx.expected_version)
@@ -757,7 +762,9 @@ fn provider_failed(e: GatewayError) -> ServiceError {
         GatewayError::Declined(_) | GatewayError::Voided => {
             ServiceError::Internal(format!("the payment provider refused: {e}"))
         }
-        GatewayError::Unavailable(_) | GatewayError::Timeout => ServiceError::ProviderUnavailable(e),
+        GatewayError::Unavailable(_) | GatewayError::Timeout => {
+            ServiceError::ProviderUnavailable(e)
+        }
     }
 }
 

@@ -183,7 +183,11 @@ async fn refused(
         _ => unreachable!("only refusals here"),
     };
     assert_eq!(answer.problem_type(), expected);
-    assert_eq!(api.events_by_users().await, events, "a refusal writes nothing");
+    assert_eq!(
+        api.events_by_users().await,
+        events,
+        "a refusal writes nothing"
+    );
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]

@@ -34,7 +34,11 @@ async fn a_repeated_fund_with_one_key_charges_once_and_replays_the_first_answer(
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.header("idempotent-replayed"), Some("true"));
     assert_eq!(second.bytes, first.bytes, "byte for byte");
-    assert_eq!(api.events_by_users().await, events, "a replay writes nothing");
+    assert_eq!(
+        api.events_by_users().await,
+        events,
+        "a replay writes nothing"
+    );
     assert_eq!(api.charges().await, 1);
     assert_eq!(api.events_of_type("FundsDeposited").await, 1);
 

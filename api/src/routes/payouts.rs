@@ -13,7 +13,7 @@ use gigledger_commands::notice::{self, NoticeEnvelope, Recorded, SIGNATURE_HEADE
 use gigledger_commands::services::{RequestContext, ServiceError};
 use gigledger_domain::gateway::{AccountStatus, Provider};
 use gigledger_domain::{
-    Actor, ContractId, EscrowCommand, ErrorKind, MilestoneId, Money, PayoutId, Role, UserId,
+    Actor, ContractId, ErrorKind, EscrowCommand, MilestoneId, Money, PayoutId, Role, UserId,
     WalletCommand,
 };
 use gigledger_projections::read::wallets::{self, AttentionView, PayoutView, WalletView};
@@ -58,29 +58,34 @@ pub(crate) async fn put_payout_account(
     if let Err(e) = request.require_any(&[Role::Freelancer]) {
         return e.into_response();
     }
-    command::run(&state, "register_payout_account", request, move |inv| async move {
-        if inv
-            .body
-            .account_id
-            .as_deref()
-            .is_some_and(|a| a.is_empty() || a.len() > 200)
-        {
-            return Err(ApiError::validation("account_id", "1 to 200 characters"));
-        }
-        let (outcome, receipt) = inv
-            .services
-            .register_payout_account(inv.actor, inv.body.provider, &inv.ctx)
-            .await
-            .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
-        let status = match receipt.status {
-            AccountStatus::Pending => "pending",
-            AccountStatus::Verified => "verified",
-        };
-        Ok(Reply::ok(&outcome)
-            .with("account_id", receipt.account_id)
-            .with("status", status)
-            .with("onboarding_url", receipt.onboarding_url))
-    })
+    command::run(
+        &state,
+        "register_payout_account",
+        request,
+        move |inv| async move {
+            if inv
+                .body
+                .account_id
+                .as_deref()
+                .is_some_and(|a| a.is_empty() || a.len() > 200)
+            {
+                return Err(ApiError::validation("account_id", "1 to 200 characters"));
+            }
+            let (outcome, receipt) = inv
+                .services
+                .register_payout_account(inv.actor, inv.body.provider, &inv.ctx)
+                .await
+                .map_err(|e| ApiError::from_service(e, &inv.ctx))?;
+            let status = match receipt.status {
+                AccountStatus::Pending => "pending",
+                AccountStatus::Verified => "verified",
+            };
+            Ok(Reply::ok(&outcome)
+                .with("account_id", receipt.account_id)
+                .with("status", status)
+                .with("onboarding_url", receipt.onboarding_url))
+        },
+    )
     .await
 }
 
@@ -152,14 +157,9 @@ pub(crate) async fn my_payouts(
     require_any(&caller, &[Role::Freelancer])?;
     let limit = paging.limit()?;
     let position = min.wait(&state, &[wallets::NAME]).await?;
-    let page = wallets::payouts_of(
-        &state.pool,
-        caller.user_id,
-        paging.cursor.as_deref(),
-        limit,
-    )
-    .await
-    .map_err(from_read)?;
+    let page = wallets::payouts_of(&state.pool, caller.user_id, paging.cursor.as_deref(), limit)
+        .await
+        .map_err(from_read)?;
     Ok(query::answer(position, &Listed::from(page)))
 }
 
@@ -217,9 +217,7 @@ pub(crate) async fn webhook(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let signature = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let received = receive(&state, signature, &body).await?;
     Ok(axum::Json(received).into_response())
 }
@@ -233,8 +231,7 @@ pub async fn receive(
 ) -> Result<Received, ApiError> {
     let Some(secret) = state.webhook_secret.as_deref() else {
         return Err(ApiError::Unavailable {
-            detail: "provider notices are not accepted: no webhook secret is configured"
-                .to_owned(),
+            detail: "provider notices are not accepted: no webhook secret is configured".to_owned(),
             outcome: None,
         });
     };

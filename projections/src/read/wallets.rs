@@ -449,10 +449,7 @@ pub struct WalletView {
 const RECENT: i64 = 10;
 
 /// A freelancer's wallet (empty when nothing was ever credited or registered).
-pub async fn wallet_of(
-    db: &mut PgConnection,
-    user_id: UserId,
-) -> Result<WalletView, ReadError> {
+pub async fn wallet_of(db: &mut PgConnection, user_id: UserId) -> Result<WalletView, ReadError> {
     let balances = sqlx::query_as(
         "select currency, available, pending, paid_out from read.wallet_balances
           where user_id = $1 order by currency",
