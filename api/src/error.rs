@@ -186,6 +186,13 @@ impl ApiError {
             ServiceError::Contract(e) => e.into(),
             ServiceError::Escrow(e) => e.into(),
             ServiceError::Wallet(e) => refusal(&e),
+            ServiceError::ProviderRefused(cause) => {
+                tracing::info!(error.message = %cause, "the payment provider refused");
+                Self::Conflict {
+                    detail: "the payment provider refused this request; nothing was recorded"
+                        .to_owned(),
+                }
+            }
             ServiceError::ProviderUnavailable(GatewayError::Timeout) => Self::GatewayTimeout {
                 detail: "the payment provider did not answer in time; nothing was recorded, \
                          retry later"

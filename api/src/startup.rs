@@ -19,6 +19,8 @@ use crate::workers::Workers;
 pub enum ServeError {
     #[error(transparent)]
     Database(#[from] crate::db::DbError),
+    #[error("GIGLEDGER_PAYMENTS_WEBHOOK_SECRET must be at least {} bytes: a shorter one lets a provider's signature be guessed", gigledger_commands::notice::MIN_SECRET_BYTES)]
+    WeakWebhookSecret,
     #[error("cannot listen on {addr}: {source}\nChoose another address with GIGLEDGER_LISTEN or --listen.")]
     Bind {
         addr: std::net::SocketAddr,
@@ -52,6 +54,14 @@ pub async fn serve(mut settings: ServeSettings) -> Result<(), ServeError> {
     if settings.demo && settings.http.payments_webhook_secret.is_none() {
         settings.http.payments_webhook_secret =
             Some(crate::demo::random_secret().expose().to_owned());
+    }
+    if settings
+        .http
+        .payments_webhook_secret
+        .as_ref()
+        .is_some_and(|s| s.len() < gigledger_commands::notice::MIN_SECRET_BYTES)
+    {
+        return Err(ServeError::WeakWebhookSecret);
     }
     // One listener for Ctrl-C and SIGTERM from the start: a signal during start-up (a long
     // seed, say) then stops the process through the same exits, which stop a private cluster.

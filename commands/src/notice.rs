@@ -37,19 +37,30 @@ pub enum SignatureError {
 
 /// The header value signing `body` at `timestamp` with `secret`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let signed = keyed(secret, timestamp, body).finalize().into_bytes();
+    let signed = keyed(secret, &timestamp.to_string(), body)
+        .finalize()
+        .into_bytes();
     format!("t={timestamp},v1={}", hex::encode(signed))
 }
 
-/// The MAC over `"<timestamp>.<body>"`, ready to finalise or to compare.
-fn keyed(secret: &[u8], timestamp: i64, body: &[u8]) -> HmacSha256 {
+/// The MAC over `"<timestamp>.<body>"` (the timestamp as the header spells it), ready to
+/// finalise or to compare.
+fn keyed(secret: &[u8], timestamp: &str, body: &[u8]) -> HmacSha256 {
     // HMAC takes a key of any length: this cannot fail.
     let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
-    mac.update(timestamp.to_string().as_bytes());
+    mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
     mac
 }
+
+/// The longest signature header read, and the most `v1` entries in it (a provider rotating its
+/// secret sends two): past them the header is refused before any hashing.
+const MAX_HEADER: usize = 1024;
+const MAX_SIGNATURES: usize = 8;
+
+/// The smallest secret accepted (as for the JWT secret).
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Checks `header` against `body` at `now` (unix seconds).
 pub fn verify(
@@ -59,22 +70,30 @@ pub fn verify(
     now: i64,
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
+    if header.len() > MAX_HEADER {
+        return Err(SignatureError::Malformed);
+    }
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", t)) => {
-                timestamp = Some(t.parse::<i64>().map_err(|_| SignatureError::Malformed)?);
+                timestamp = Some((t, t.parse::<i64>().map_err(|_| SignatureError::Malformed)?));
             }
             Some(("v1", v)) => {
-                signatures.push(hex::decode(v).map_err(|_| SignatureError::Malformed)?);
+                let signature = hex::decode(v).map_err(|_| SignatureError::Malformed)?;
+                // An HMAC-SHA256 is 32 bytes; anything else cannot match.
+                if signature.len() != 32 || signatures.len() == MAX_SIGNATURES {
+                    return Err(SignatureError::Malformed);
+                }
+                signatures.push(signature);
             }
             // Other schemes may come and go; they are not ours to check.
             Some(_) => {}
             None => return Err(SignatureError::Malformed),
         }
     }
-    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    let (spelled, timestamp) = timestamp.ok_or(SignatureError::Malformed)?;
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
@@ -82,12 +101,12 @@ pub fn verify(
     if skew.saturating_abs() > TOLERANCE_SECS {
         return Err(SignatureError::Stale(skew));
     }
-    // `verify_slice` compares in constant time.
-    let matched = signatures.iter().any(|signature| {
-        keyed(secret, timestamp, body)
-            .verify_slice(signature)
-            .is_ok()
-    });
+    // The body is hashed once; each candidate is compared (in constant time, `verify_slice`)
+    // against a copy of the finished state.
+    let mac = keyed(secret, spelled, body);
+    let matched = signatures
+        .iter()
+        .any(|signature| mac.clone().verify_slice(signature).is_ok());
     if matched {
         Ok(())
     } else {
@@ -197,13 +216,18 @@ mod tests {
             verify(SECRET, None, body, 1_000),
             Err(SignatureError::Missing)
         );
+        let many = format!("t=1000{}", ",v1=".repeat(10));
+        let long = format!("t=1000,v1={}", "0".repeat(2000));
         for bad in [
             "",
             "t=1000",
             "v1=00",
             "t=x,v1=00",
             "t=1000,v1=zz",
+            "t=1000,v1=00",
             "garbage",
+            many.as_str(),
+            long.as_str(),
         ] {
             assert_eq!(
                 verify(SECRET, Some(bad), body, 1_000),

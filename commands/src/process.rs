@@ -290,6 +290,10 @@ fn is_permanent(error: &ServiceError) -> bool {
                 WalletError::PayoutIdTaken | WalletError::InvariantViolated(_)
             ),
         ),
+        // A provider's refusal of a step is made into the step's failure event by the domain
+        // (`after_transfer`, `after_refund`); one reaching here is the provider refusing what
+        // the event asks, which no retry changes.
+        ServiceError::ProviderRefused(_) => return true,
         ServiceError::Conflict { .. }
         | ServiceError::ProviderUnavailable(_)
         | ServiceError::Internal(_)

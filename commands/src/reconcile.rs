@@ -153,6 +153,12 @@ pub enum Mismatch {
         transfer_id: String,
         user_id: String,
     },
+    /// The provider's transfer stands paid and the wallet counts the payout failed (its money
+    /// available again): paid out twice if it leaves again.
+    PaidTransferCountedFailed {
+        transfer_id: String,
+        user_id: String,
+    },
 }
 
 impl std::fmt::Display for Mismatch {
@@ -290,6 +296,14 @@ impl std::fmt::Display for Mismatch {
                 "transfer {transfer_id} sent {transferred} {currency}; {records} PayoutPaid \
                  record {recorded}"
             ),
+            Self::PaidTransferCountedFailed {
+                transfer_id,
+                user_id,
+            } => write!(
+                f,
+                "transfer {transfer_id} stands paid at the provider and {user_id}'s wallet \
+                 counts it failed, its money available again"
+            ),
             Self::FailedTransferStillPaid {
                 transfer_id,
                 user_id,
@@ -366,7 +380,11 @@ const TRANSFER_PAIRS: &str = "
     select t.transfer_id, t.amount as transferred, t.currency as transferred_currency,
            t.status, p.transfer_id as recorded_id, p.user_id, p.amount as recorded,
            p.currency as recorded_currency, coalesce(p.records, 0) as records,
-           coalesce(p.payout_failed, false) as payout_failed
+           coalesce(p.payout_failed, false) as payout_failed,
+           -- the payout the transfer was made for (its key is `payout:{id}`) failed, whatever
+           -- the wallet recorded before
+           exists (select 1 from failed f
+                    where 'payout:' || f.payout_id = t.idempotency_key) as failed_by_key
       from provider.transfers t
       full join recorded p on p.transfer_id = t.transfer_id
      order by coalesce(t.transfer_id, p.transfer_id)";
@@ -417,11 +435,18 @@ pub async fn reconcile(pool: &PgPool) -> Result<Reconciliation, sqlx::Error> {
         let transfer: Option<String> = row.try_get("transfer_id")?;
         let recorded: Option<String> = row.try_get("recorded_id")?;
         match (transfer, recorded) {
-            (Some(transfer_id), None) => result.mismatches.push(Mismatch::TransferWithoutPayout {
-                transfer_id,
-                amount: row.try_get("transferred")?,
-                currency: row.try_get("transferred_currency")?,
-            }),
+            (Some(transfer_id), None) => {
+                // A transfer that failed at the provider, for a payout the wallet failed: no
+                // money left (a notice failed the payout before its PayoutPaid).
+                let status: String = row.try_get("status")?;
+                if !(status == "failed" && row.try_get::<bool, _>("failed_by_key")?) {
+                    result.mismatches.push(Mismatch::TransferWithoutPayout {
+                        transfer_id,
+                        amount: row.try_get("transferred")?,
+                        currency: row.try_get("transferred_currency")?,
+                    });
+                }
+            }
             (None, Some(transfer_id)) => {
                 result.mismatches.push(Mismatch::PayoutWithoutTransfer {
                     transfer_id,
@@ -446,8 +471,14 @@ pub async fn reconcile(pool: &PgPool) -> Result<Reconciliation, sqlx::Error> {
                     });
                 }
                 let status: String = row.try_get("status")?;
-                if status == "failed" && !row.try_get::<bool, _>("payout_failed")? {
+                let payout_failed: bool = row.try_get("payout_failed")?;
+                if status == "failed" && !payout_failed {
                     result.mismatches.push(Mismatch::FailedTransferStillPaid {
+                        transfer_id,
+                        user_id: row.try_get("user_id")?,
+                    });
+                } else if status == "paid" && payout_failed {
+                    result.mismatches.push(Mismatch::PaidTransferCountedFailed {
                         transfer_id,
                         user_id: row.try_get("user_id")?,
                     });

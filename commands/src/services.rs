@@ -113,6 +113,10 @@ pub enum ServiceError {
     /// recorded, and the step is retried (by the caller, or the process manager).
     #[error("the payment provider is unavailable: {0}")]
     ProviderUnavailable(GatewayError),
+    /// The payment provider refused the request (onboarding declined, say); nothing was
+    /// recorded, and the same request will be refused again.
+    #[error("the payment provider refused: {0}")]
+    ProviderRefused(GatewayError),
     /// A stale `If-Match`, or an aggregate that kept changing under every retry.
     #[error("the {aggregate_type} changed meanwhile; reload it and try again")]
     Conflict { aggregate_type: &'static str },
@@ -141,7 +145,7 @@ impl ServiceError {
             Self::Contract(e) => Some(e.kind()),
             Self::Escrow(e) => Some(e.kind()),
             Self::Wallet(e) => Some(e.kind()),
-            Self::Conflict { .. } => Some(ErrorKind::Conflict),
+            Self::Conflict { .. } | Self::ProviderRefused(_) => Some(ErrorKind::Conflict),
             Self::ProviderUnavailable(_)
             | Self::Internal(_)
             | Self::NotRecorded(_)
@@ -158,6 +162,7 @@ impl ServiceError {
             Self::Wallet(e) => DomainError::field(e),
             Self::Conflict { .. }
             | Self::ProviderUnavailable(_)
+            | Self::ProviderRefused(_)
             | Self::Internal(_)
             | Self::NotRecorded(_)
             | Self::Incomplete { .. } => None,
@@ -437,7 +442,25 @@ impl Services {
             actor,
             at: self.now(),
         };
-        let outcome = self.wallet(user_id, command, ctx).await?;
+        let mut outcome = self.wallet(user_id, command, ctx).await?;
+        // A provider that answers the account verified already (a second registration, or a
+        // provider that verifies at once) sends no notice for it: verified here, as the notice
+        // would (a repeat is a no-op).
+        if receipt.status == gigledger_domain::gateway::AccountStatus::Verified {
+            let verified = self
+                .wallet(
+                    user_id,
+                    WalletCommand::VerifyPayoutAccount {
+                        account_id: receipt.account_id.clone(),
+                        actor: Actor::system(),
+                        at: self.now(),
+                    },
+                    ctx,
+                )
+                .await?;
+            outcome.version = verified.version;
+            outcome.position = outcome.position.max(verified.position);
+        }
         Ok((outcome, receipt))
     }
 
@@ -588,10 +611,35 @@ impl Services {
             }
             // The provider's answer decides the next step; a transient failure makes none, and
             // the step is tried again under the same key (which meets the first transfer).
-            FollowUp::Transfer(_, request) => {
+            FollowUp::Transfer(user_id, request) => {
+                // Only a payout still pending is transferred: one a notice failed meanwhile has
+                // its money available again, and must not leave twice.
+                let (wallet, version) = self.load_wallet(user_id).await?;
+                let pending = wallet
+                    .payout(request.reference.payout_id)
+                    .is_some_and(|p| p.status == gigledger_domain::PayoutStatus::Pending);
+                if !pending {
+                    return Ok(Outcome {
+                        id: user_id.to_string(),
+                        version,
+                        position: None,
+                        events: Vec::new(),
+                    });
+                }
                 let answer = self.gateway.transfer(request.clone()).await;
                 match after_transfer(&request, &answer, self.now()) {
-                    Some(next) => Box::pin(self.run_follow_up(next, metadata)).await,
+                    Some(next) => match Box::pin(self.run_follow_up(next, metadata)).await {
+                        // The payout was settled meanwhile (a notice came first): done.
+                        Err(ServiceError::Wallet(
+                            WalletError::PayoutAlreadyFailed | WalletError::PayoutAlreadyPaid,
+                        )) => Ok(Outcome {
+                            id: user_id.to_string(),
+                            version,
+                            position: None,
+                            events: Vec::new(),
+                        }),
+                        other => other,
+                    },
                     None => Err(provider_failed(
                         answer.err().unwrap_or(GatewayError::Timeout),
                     )),
@@ -759,9 +807,7 @@ impl Services {
 /// the provider's decision (declined).
 fn provider_failed(e: GatewayError) -> ServiceError {
     match e {
-        GatewayError::Declined(_) | GatewayError::Voided => {
-            ServiceError::Internal(format!("the payment provider refused: {e}"))
-        }
+        GatewayError::Declined(_) | GatewayError::Voided => ServiceError::ProviderRefused(e),
         GatewayError::Unavailable(_) | GatewayError::Timeout => {
             ServiceError::ProviderUnavailable(e)
         }

@@ -35,7 +35,7 @@ pub struct TestApi {
 }
 
 /// The secret the tests' payment provider signs its notices with.
-pub const WEBHOOK_SECRET: &str = "whsec_gigledger_tests";
+pub const WEBHOOK_SECRET: &str = "whsec_gigledger_tests_0123456789abcdef";
 
 /// An answer, read whole.
 #[derive(Debug)]

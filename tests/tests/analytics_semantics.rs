@@ -307,6 +307,8 @@ fn period(start: NaiveDate, end: NaiveDate, totals: &[(&str, i128, i128)]) -> Gm
                 gmv_released: *gmv,
                 fees: *fees,
                 refunds: 0,
+                paid_out: 0,
+                refunded_to_card: 0,
             })
             .collect(),
     }

@@ -139,7 +139,9 @@ async fn analysts_read_figures_of_what_happened_and_nothing_else(pool: PgPool) {
             "currency",
             "gmv_released",
             "fees",
-            "refunds"
+            "refunds",
+            "paid_out",
+            "refunded_to_card"
         ]
     );
     assert_eq!(rows.len(), 3);
@@ -149,6 +151,11 @@ async fn analysts_read_figures_of_what_happened_and_nothing_else(pool: PgPool) {
             .sum()
     };
     assert_eq!((sum(3), sum(4), sum(5)), (20_000, 2_000, 0));
+    assert_eq!(
+        (sum(6), sum(7)),
+        (0, 0),
+        "nothing paid out or refunded to a card yet"
+    );
     let (header, rows) = csv_of(format!("/v1/analytics/funnel?from={from}&to={to}")).await;
     assert_eq!(
         &header[..4],

@@ -231,6 +231,28 @@ async fn a_freelancer_is_paid_out_and_a_cancelled_deposit_returns_to_the_card(po
     trial_balance_is_zero(&pool).await;
     let report = reconciled(&api).await;
     assert_eq!(report["ok"], true, "{report:?}");
+
+    // GMV counts what left the platform: paid out, and refunded to the card.
+    let analyst = api.user(&[Role::Analyst]);
+    let (paid_out, to_card) = eventually("the analytics caught up", || async {
+        let series = api
+            .get(&analyst, "/v1/analytics/gmv?interval=month&currency=USD")
+            .await
+            .json();
+        let sum = |field: &str| -> i64 {
+            series
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|p| p["totals"].as_array().cloned().unwrap_or_default())
+                .map(|t| t[field].as_i64().unwrap_or(0))
+                .sum()
+        };
+        let found = (sum("paid_out"), sum("refunded_to_card"));
+        (found == (5_000, 10_000)).then_some(found)
+    })
+    .await;
+    assert_eq!((paid_out, to_card), (5_000, 10_000));
     api.stop().await;
 }
 

@@ -145,6 +145,8 @@ pub(crate) async fn gmv(
                         t.gmv_released.to_string(),
                         t.fees.to_string(),
                         t.refunds.to_string(),
+                        t.paid_out.to_string(),
+                        t.refunded_to_card.to_string(),
                     ]
                 })
             })
@@ -158,6 +160,8 @@ pub(crate) async fn gmv(
                 "gmv_released",
                 "fees",
                 "refunds",
+                "paid_out",
+                "refunded_to_card",
             ],
             rows,
         );

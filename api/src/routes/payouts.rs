@@ -290,10 +290,16 @@ async fn apply(state: &AppState, envelope: &NoticeEnvelope) -> Result<String, Ap
     };
     let at = state.services.now();
     let actor = Actor::system();
+    // The provider's words, trimmed to what the domain keeps (never refused for their length).
     let reason = data
         .reason
-        .clone()
-        .unwrap_or_else(|| "reported by the provider".to_owned());
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("reported by the provider")
+        .chars()
+        .take(gigledger_domain::wallet::MAX_PAYOUT_FAILURE_CHARS)
+        .collect::<String>();
     let result = match (envelope.notice_type.as_str(), &data) {
         (
             "account.verified",
@@ -388,12 +394,21 @@ async fn apply(state: &AppState, envelope: &NoticeEnvelope) -> Result<String, Ap
         }
         (other, _) => return Ok(format!("ignored: unknown notice type {other:?}")),
     };
+    let retry = |why: String| ApiError::Unavailable {
+        detail: format!("the notice could not be applied yet ({why}); send it again"),
+        outcome: None,
+    };
     match result {
-        Ok(_) => Ok("applied".to_owned()),
+        Ok(_) | Err(ServiceError::Incomplete { .. }) => Ok("applied".to_owned()),
+        // Not applied, and the provider's retry may well apply it: what it names is not written
+        // yet (a notice overtaking the registration it is about), or the aggregate kept changing.
+        Err(e @ ServiceError::Conflict { .. }) => Err(retry(e.to_string())),
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => Err(retry(e.to_string())),
+        // The domain's answer to this notice (already done, or not applicable): recorded as its
+        // outcome, and answered 2xx so that the provider stops sending it.
         Err(e) if e.kind().is_some_and(|k| k != ErrorKind::Unavailable) => {
             Ok(format!("refused: {e}"))
         }
-        Err(ServiceError::Incomplete { .. }) => Ok("applied".to_owned()),
         Err(e) => Err(ApiError::from_service(e, &ctx)),
     }
 }

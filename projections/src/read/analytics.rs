@@ -20,7 +20,7 @@
 //!   each under its gig's current skills.
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use gigledger_domain::{ContractEvent, EscrowEvent, GigEvent, Money};
+use gigledger_domain::{ContractEvent, EscrowEvent, GigEvent, Money, WalletEvent};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, PgExecutor, Row};
@@ -41,6 +41,7 @@ pub const TABLES: &[&str] = &[
     "analytics_disputes",
     "analytics_daily",
     "analytics_skills_daily",
+    "analytics_money_out",
 ];
 
 /// Projects every event into analytics facts and daily rollups.
@@ -63,12 +64,53 @@ impl Handler for Analytics {
                 Some((id, AnyEvent::Gig(e))) => on_gig(tx, id, event.position, &e).await?,
                 Some((id, AnyEvent::Contract(e))) => on_contract(tx, id, &e).await?,
                 Some((id, AnyEvent::Escrow(e))) => on_escrow(tx, id, event.position, &e).await?,
-                // Payouts move money the releases already counted.
-                Some((_, AnyEvent::Wallet(_))) | None => {}
+                Some((_, AnyEvent::Wallet(e))) => on_wallet(tx, event.position, &e).await?,
+                None => {}
             }
         }
         Ok(())
     }
+}
+
+/// Money paid out, on the day it was paid; a payout that failed after being paid comes off on
+/// the day it failed.
+async fn on_wallet(
+    tx: &mut PgConnection,
+    position: i64,
+    event: &WalletEvent,
+) -> Result<(), HandlerError> {
+    let (amount, at, sign) = match event {
+        WalletEvent::PayoutPaid {
+            amount, paid_at, ..
+        } => (amount, paid_at, 1),
+        WalletEvent::PayoutFailed {
+            amount,
+            was_paid: true,
+            failed_at,
+            ..
+        } => (amount, failed_at, -1),
+        _ => return Ok(()),
+    };
+    if first_time(tx, position).await? {
+        let delta = DailyDelta {
+            paid_out: amount.amount.saturating_mul(sign),
+            ..DailyDelta::default()
+        };
+        add_daily(tx, *at, amount.currency.code(), delta).await?;
+    }
+    Ok(())
+}
+
+/// Whether the event at `position` is counted into the money-out figures for the first time.
+async fn first_time(tx: &mut PgConnection, position: i64) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "insert into analytics_money_out (position) values ($1) on conflict (position) do nothing",
+    )
+    .bind(position)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// What one fact adds to a day's rollup.
@@ -80,6 +122,8 @@ struct DailyDelta {
     gmv_released: i64,
     fees: i64,
     refunds: i64,
+    paid_out: i64,
+    refunded_to_card: i64,
 }
 
 async fn add_daily(
@@ -90,15 +134,17 @@ async fn add_daily(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into analytics_daily (day, currency, gigs_posted, proposals, hires, gmv_released,
-                                      fees, refunds)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
+                                      fees, refunds, paid_out, refunded_to_card)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          on conflict (day, currency) do update
             set gigs_posted = analytics_daily.gigs_posted + excluded.gigs_posted,
                 proposals = analytics_daily.proposals + excluded.proposals,
                 hires = analytics_daily.hires + excluded.hires,
                 gmv_released = analytics_daily.gmv_released + excluded.gmv_released,
                 fees = analytics_daily.fees + excluded.fees,
-                refunds = analytics_daily.refunds + excluded.refunds",
+                refunds = analytics_daily.refunds + excluded.refunds,
+                paid_out = analytics_daily.paid_out + excluded.paid_out,
+                refunded_to_card = analytics_daily.refunded_to_card + excluded.refunded_to_card",
     )
     .bind(at.date_naive())
     .bind(currency)
@@ -108,6 +154,8 @@ async fn add_daily(
     .bind(delta.gmv_released)
     .bind(delta.fees)
     .bind(delta.refunds)
+    .bind(delta.paid_out)
+    .bind(delta.refunded_to_card)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -492,14 +540,25 @@ async fn on_escrow(
             amount.amount,
             refunded_at,
         ),
-        // Money reaching the card again is not gross value released; the GMV figures count
-        // the refund when it is booked (FundsRefunded).
+        // Money back on the card: its own figure, on the day the provider refunded it (the
+        // refund itself counted when it was booked, FundsRefunded).
+        EscrowEvent::RefundIssued {
+            amount, issued_at, ..
+        } => {
+            if first_time(tx, position).await? {
+                let delta = DailyDelta {
+                    refunded_to_card: amount.amount,
+                    ..DailyDelta::default()
+                };
+                add_daily(tx, *issued_at, amount.currency.code(), delta).await?;
+            }
+            return Ok(());
+        }
         EscrowEvent::EscrowOpened { .. }
         | EscrowEvent::FundsDeposited { .. }
         | EscrowEvent::FundsFrozen { .. }
         | EscrowEvent::EscrowClosed { .. }
         | EscrowEvent::ChargeVoided { .. }
-        | EscrowEvent::RefundIssued { .. }
         | EscrowEvent::RefundFailed { .. } => return Ok(()),
     };
     let currency = gross.currency.code();
@@ -628,6 +687,10 @@ pub struct GmvTotals {
     pub gmv_released: i128,
     pub fees: i128,
     pub refunds: i128,
+    /// Paid out to freelancers' accounts (less payouts that failed after being paid).
+    pub paid_out: i128,
+    /// Refunded to clients' cards by the provider.
+    pub refunded_to_card: i128,
 }
 
 /// One period of a GMV series.
@@ -680,20 +743,24 @@ pub async fn gmv<'e>(
          sums as (
               select greatest(date_trunc($3, day::timestamp)::date, $1) as period_start, currency,
                      sum(gmv_released) as gmv_released, sum(fees) as fees,
-                     sum(refunds) as refunds
+                     sum(refunds) as refunds, sum(paid_out) as paid_out,
+                     sum(refunded_to_card) as refunded_to_card
                 from read.analytics_daily
                where day between $1 and $2 and ($4::text is null or currency = $4)
                group by 1, 2
          ),
          currencies as (
               select currency from sums
-               where gmv_released <> 0 or fees <> 0 or refunds <> 0
+               where gmv_released <> 0 or fees <> 0 or refunds <> 0 or paid_out <> 0
+                  or refunded_to_card <> 0
               union
               select $4::text where $4::text is not null
          )
          select p.period_start, p.period_end, c.currency,
                 coalesce(s.gmv_released, 0)::text as gmv_released,
-                coalesce(s.fees, 0)::text as fees, coalesce(s.refunds, 0)::text as refunds
+                coalesce(s.fees, 0)::text as fees, coalesce(s.refunds, 0)::text as refunds,
+                coalesce(s.paid_out, 0)::text as paid_out,
+                coalesce(s.refunded_to_card, 0)::text as refunded_to_card
            from periods p
            left join currencies c on true
            left join sums s on s.period_start = p.period_start and s.currency = c.currency
@@ -724,6 +791,8 @@ pub async fn gmv<'e>(
                 gmv_released: exact_sum(row, "gmv_released")?,
                 fees: exact_sum(row, "fees")?,
                 refunds: exact_sum(row, "refunds")?,
+                paid_out: exact_sum(row, "paid_out")?,
+                refunded_to_card: exact_sum(row, "refunded_to_card")?,
             });
         }
     }
