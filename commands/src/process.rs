@@ -57,10 +57,17 @@ pub enum Process {
     /// FundsRefunded → the provider's refund of the deposit's charge, then RecordRefundIssued /
     /// RecordRefundFailed
     CardRefund,
+    /// RefundFailed → a due timer that tries the card refund again later (up to
+    /// [`CARD_REFUND_ATTEMPTS`] failures, waiting longer after each)
+    RetryCardRefundTimer,
 }
 
+/// How many refusals of one card refund are tried again; past them it stays failed, shown to
+/// admins (`GET /v1/payouts?status=failed`).
+pub const CARD_REFUND_ATTEMPTS: i64 = 5;
+
 impl Process {
-    pub const ALL: [Process; 12] = [
+    pub const ALL: [Process; 13] = [
         Process::StartContract,
         Process::MarkFunded,
         Process::Release,
@@ -73,6 +80,7 @@ impl Process {
         Process::CreditEarnings,
         Process::PayoutTransfer,
         Process::CardRefund,
+        Process::RetryCardRefundTimer,
     ];
 
     /// The stored checkpoint name: never change it.
@@ -90,6 +98,7 @@ impl Process {
             Process::CreditEarnings => "pm_credit_earnings",
             Process::PayoutTransfer => "pm_payout_transfer",
             Process::CardRefund => "pm_card_refund",
+            Process::RetryCardRefundTimer => "pm_retry_card_refund_timer",
         }
     }
 
@@ -108,6 +117,7 @@ impl Process {
             Process::CreditEarnings => "FundsReleased",
             Process::PayoutTransfer => "PayoutRequested",
             Process::CardRefund => "FundsRefunded",
+            Process::RetryCardRefundTimer => "RefundFailed",
         }
     }
 }
@@ -217,6 +227,37 @@ impl Handler for ProcessManager {
                     let due = gigledger_domain::contract::review_period_ends_at(*completed_at)
                         .ok_or("review period end out of range")?;
                     schedule(tx, &key, "reveal_reviews", event, None, due).await?;
+                }
+                (
+                    Process::RetryCardRefundTimer,
+                    AnyEvent::Escrow(EscrowEvent::RefundFailed { milestone_id, .. }),
+                ) => {
+                    // The refusals so far, this one included (the log up to this event).
+                    let refusals: i64 = sqlx::query_scalar(
+                        "select count(*) from events
+                          where aggregate_type = 'escrow' and aggregate_id = $1
+                            and event_type = 'RefundFailed' and sequence <= $2
+                            and payload->'RefundFailed'->>'milestone_id' = $3",
+                    )
+                    .bind(&event.aggregate_id)
+                    .bind(event.sequence)
+                    .bind(milestone_id.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if refusals <= CARD_REFUND_ATTEMPTS {
+                        let wait = chrono::Duration::hours(1 << (refusals - 1).clamp(0, 10));
+                        let key =
+                            format!("retry_card_refund:{}:{}", event.aggregate_id, milestone_id);
+                        schedule(
+                            tx,
+                            &key,
+                            "retry_card_refund",
+                            event,
+                            Some(milestone_id.0),
+                            event.recorded_at + wait,
+                        )
+                        .await?;
+                    }
                 }
                 (
                     Process::VoidCharge,
@@ -397,22 +438,36 @@ impl TimerRunner {
             let correlation: String = row.try_get("correlation_id")?;
             let attempts: i32 = row.try_get("attempts")?;
             let metadata = CommandMetadata::for_process(correlation, causation, now);
-            let command = match (kind.as_str(), milestone) {
-                ("auto_approve", Some(m)) => ContractCommand::AutoApproveMilestone {
-                    milestone_id: gigledger_domain::MilestoneId(m),
-                    actor: Actor::system(),
-                    at: now,
-                },
-                _ => ContractCommand::RevealReviews {
-                    actor: Actor::system(),
-                    at: now,
-                },
+            let retry = kind == "retry_card_refund";
+            let fired_step = match (kind.as_str(), milestone) {
+                ("retry_card_refund", Some(m)) => self.retry_card_refund(contract, m, now).await,
+                ("auto_approve", Some(m)) => Ok(FollowUp::Contract(
+                    contract,
+                    ContractCommand::AutoApproveMilestone {
+                        milestone_id: gigledger_domain::MilestoneId(m),
+                        actor: Actor::system(),
+                        at: now,
+                    },
+                )),
+                _ => Ok(FollowUp::Contract(
+                    contract,
+                    ContractCommand::RevealReviews {
+                        actor: Actor::system(),
+                        at: now,
+                    },
+                )),
             };
-            match self
-                .services
-                .run_follow_up(FollowUp::Contract(contract, command), &metadata)
-                .await
-            {
+            let ran = match (fired_step, milestone) {
+                (Ok(step), Some(m)) if retry => {
+                    let attempt = self.refusals(contract, m).await? + 1;
+                    self.services
+                        .retry_card_refund(step, attempt, &metadata)
+                        .await
+                }
+                (Ok(step), _) => self.services.run_follow_up(step, &metadata).await,
+                (Err(e), _) => Err(e),
+            };
+            match ran {
                 Ok(_) => {
                     sqlx::query(
                         "update due_timers set fired_at = $3, last_error = null
@@ -441,6 +496,58 @@ impl TimerRunner {
                 }
             }
         }
+    }
+
+    /// How many times the provider refused the milestone's card refund so far.
+    async fn refusals(&self, contract: ContractId, milestone: Uuid) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "select count(*) from events
+              where aggregate_type = 'escrow' and aggregate_id = $1
+                and event_type = 'RefundFailed'
+                and payload->'RefundFailed'->>'milestone_id' = $2",
+        )
+        .bind(contract.to_string())
+        .bind(milestone.to_string())
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// The card refund of the milestone's `FundsRefunded`, made again under that event's key (so
+    /// a refund the provider did make is met, never made twice).
+    async fn retry_card_refund(
+        &self,
+        contract: ContractId,
+        milestone: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<FollowUp, ServiceError> {
+        let row: Option<(String, Uuid, String, String, serde_json::Value)> = sqlx::query_as(
+            "select aggregate_id, event_id, event_type, event_version, payload from events
+              where aggregate_type = 'escrow' and aggregate_id = $1
+                and event_type = 'FundsRefunded'
+                and payload->'FundsRefunded'->>'milestone_id' = $2
+              order by sequence limit 1",
+        )
+        .bind(contract.to_string())
+        .bind(milestone.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let Some((id, event_id, event_type, version, payload)) = row else {
+            return Err(ServiceError::Internal(format!(
+                "no refund of milestone {milestone} in escrow {contract} to try again"
+            )));
+        };
+        let decoded = AnyEvent::decode("escrow", &event_type, &version, &payload)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .ok_or_else(|| ServiceError::Internal("an escrow event that does not decode".into()))?;
+        let steps = self
+            .services
+            .follow_ups_of(&id, event_id, &decoded, now)
+            .await?;
+        steps
+            .into_iter()
+            .find(|s| matches!(s, FollowUp::Refund { .. }))
+            .ok_or_else(|| ServiceError::Internal("the refund has no card step".into()))
     }
 
     /// Fires due timers every `interval` until `shutdown` turns true.

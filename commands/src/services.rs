@@ -661,6 +661,54 @@ impl Services {
         }
     }
 
+    /// A card refund tried again (by its due timer), under its first key; a refusal is recorded
+    /// with the attempt's number, so that each refusal is an event of its own (the escrow takes
+    /// a repeated reason as a repeat) and schedules the next attempt.
+    pub async fn retry_card_refund(
+        &self,
+        step: FollowUp,
+        attempt: i64,
+        metadata: &CommandMetadata,
+    ) -> Result<Outcome, ServiceError> {
+        let FollowUp::Refund {
+            contract_id,
+            milestone_id,
+            request,
+        } = step
+        else {
+            return self.run_follow_up(step, metadata).await;
+        };
+        let answer = self.gateway.refund(request.clone()).await;
+        match after_refund(contract_id, milestone_id, &request, &answer, self.now()) {
+            Some(FollowUp::Escrow(
+                id,
+                EscrowCommand::RecordRefundFailed {
+                    milestone_id,
+                    reason,
+                    actor,
+                    at,
+                },
+            )) => {
+                let numbered = format!("{reason} (attempt {attempt})")
+                    .chars()
+                    .take(gigledger_domain::escrow::MAX_REFUND_FAILURE_CHARS)
+                    .collect();
+                let command = EscrowCommand::RecordRefundFailed {
+                    milestone_id,
+                    reason: numbered,
+                    actor,
+                    at,
+                };
+                self.run_follow_up(FollowUp::Escrow(id, command), metadata)
+                    .await
+            }
+            Some(next) => self.run_follow_up(next, metadata).await,
+            None => Err(provider_failed(
+                answer.err().unwrap_or(GatewayError::Timeout),
+            )),
+        }
+    }
+
     /// The steps `event` (stored with `event_id` on stream `aggregate_id`) calls for, with the
     /// escrow loaded for the rows that read it.
     pub async fn follow_ups_of(

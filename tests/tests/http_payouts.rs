@@ -411,12 +411,19 @@ impl PaymentGateway for LosesAnswers {
 }
 
 async fn api_with(pool: &PgPool, gateway: Arc<dyn PaymentGateway>) -> TestApi {
+    api_with_clock(pool, gateway, Arc::new(SystemClock)).await
+}
+
+async fn api_with_clock(
+    pool: &PgPool,
+    gateway: Arc<dyn PaymentGateway>,
+    clock: Arc<dyn Clock>,
+) -> TestApi {
     let http = HttpSettings {
         payments_webhook_secret: Some(WEBHOOK_SECRET.to_owned()),
         ..HttpSettings::default()
     };
     let auth = auth_settings();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::with_gateway(
         pool.clone(),
         clock.clone(),
@@ -620,5 +627,87 @@ async fn a_notice_applies_once_and_a_bad_signature_stale_time_or_changed_body_is
         )
         .await;
     assert_eq!(bearer.status, StatusCode::BAD_REQUEST);
+    api.stop().await;
+}
+
+/// The provider refuses the first card refund, then makes them.
+struct RefusesFirstRefund {
+    inner: PgSimulatedGateway,
+    refunds: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for RefusesFirstRefund {
+    async fn charge(&self, req: ChargeRequest) -> Result<ChargeReceipt, GatewayError> {
+        self.inner.charge(req).await
+    }
+
+    async fn void(&self, key: &str) -> Result<(), GatewayError> {
+        self.inner.void(key).await
+    }
+
+    async fn onboard(&self, req: OnboardRequest) -> Result<OnboardReceipt, GatewayError> {
+        self.inner.onboard(req).await
+    }
+
+    async fn transfer(&self, req: TransferRequest) -> Result<TransferReceipt, GatewayError> {
+        self.inner.transfer(req).await
+    }
+
+    async fn refund(&self, req: RefundRequest) -> Result<RefundReceipt, GatewayError> {
+        if self.refunds.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(GatewayError::Declined("the card issuer refused".to_owned()));
+        }
+        self.inner.refund(req).await
+    }
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_card_refund_the_provider_refused_is_tried_again_later_and_reaches_the_card(
+    pool: PgPool,
+) {
+    let clock = Arc::new(gigledger_commands::clock::ManualClock::new(
+        chrono::Utc::now(),
+    ));
+    let gateway = Arc::new(RefusesFirstRefund {
+        inner: PgSimulatedGateway::new(pool.clone()),
+        refunds: AtomicU32::new(0),
+    });
+    let api = api_with_clock(&pool, gateway.clone(), clock.clone()).await;
+    released_and_refunded(&api).await;
+    eventually("the refusal recorded", || async {
+        (api.events_of_type("RefundFailed").await == 1).then_some(())
+    })
+    .await;
+    let admin = api.user(&[Role::Admin]);
+    let failed = eventually("the admins see it", || async {
+        let view = api.get(&admin, "/v1/payouts?status=failed").await.json();
+        let refunds = view["refunds"].as_array().cloned().unwrap_or_default();
+        (refunds.len() == 1).then_some(refunds[0].clone())
+    })
+    .await;
+    assert!(failed["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("refused")));
+    assert_eq!(api.events_of_type("RefundIssued").await, 0);
+    // An hour later the timer tries again, under the same key: the refund reaches the card.
+    clock.advance(chrono::Duration::hours(2));
+    eventually("the retried refund issued", || async {
+        (api.events_of_type("RefundIssued").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(gateway.refunds.load(Ordering::SeqCst), 2);
+    eventually("nothing failed any more", || async {
+        let view = api.get(&admin, "/v1/payouts?status=failed").await.json();
+        view["refunds"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    })
+    .await;
+    eventually("reconcile clean", || async {
+        (reconciled(&api).await["ok"] == true).then_some(())
+    })
+    .await;
     api.stop().await;
 }
