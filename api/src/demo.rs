@@ -122,7 +122,7 @@ pub async fn seed_if_empty(
             Arc::new(PgSimulatedGateway::new(pool.clone())),
             Arc::new(StoryClock { real: clock }),
         );
-        let commands = seed(&seeding, &plan, now).await?;
+        let commands = seed(&seeding, pool, &plan, now).await?;
         tracing::info!(
             demo.commands = commands,
             demo.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -157,15 +157,107 @@ async fn gig_exists(services: &Services, gig: GigId) -> Result<bool, DemoError> 
 
 /// Runs the plan: every gig's story (a bounded number at once), then the last gig, whose
 /// presence says that seeding finished. Answers how many commands were sent.
-async fn seed(services: &Services, plan: &Plan, now: DateTime<Utc>) -> Result<usize, DemoError> {
+async fn seed(
+    services: &Services,
+    pool: &PgPool,
+    plan: &Plan,
+    now: DateTime<Utc>,
+) -> Result<usize, DemoError> {
     let story = |gig| STORY_TIME.scope(Cell::new(now), seed_gig(services, plan, gig, now));
     let mut runs = stream::iter(plan.gigs.iter().map(story)).buffer_unordered(CONCURRENCY);
     let mut commands = 0;
     while let Some(done) = runs.next().await {
         commands += done?;
     }
+    commands += seed_payouts(services, pool).await?;
     commands += story(&plan.last).await?;
     Ok(commands)
+}
+
+/// How many freelancers with earnings the demo pays out (the last of them fails).
+const PAID_OUT_FREELANCERS: i64 = 6;
+
+/// Money leaving the platform: the first freelancers with earnings register a payout account at
+/// the simulated provider (verified at once, as its notice will say again) and ask for half of
+/// what they have in one currency; the workers make the transfers once `serve` runs. The last
+/// one's account is then suspended at the provider, so that payout fails and shows in
+/// `GET /v1/payouts`. Card refunds need nothing here: every cancelled or split milestone's
+/// refund goes back to the card by the same workers.
+async fn seed_payouts(services: &Services, pool: &PgPool) -> Result<usize, DemoError> {
+    use gigledger_domain::gateway::Provider;
+    use gigledger_domain::{Currency, Money, PayoutId, WalletCommand};
+    let earners: Vec<(String, String, i64)> = sqlx::query_as(
+        "select aggregate_id, payload->'EarningsCredited'->'net'->>'currency' as currency,
+                sum((payload->'EarningsCredited'->'net'->>'amount')::bigint)::bigint as earned
+           from events where aggregate_type = 'wallet' and event_type = 'EarningsCredited'
+          group by 1, 2 order by 1, 2 limit $1",
+    )
+    .bind(PAID_OUT_FREELANCERS)
+    .fetch_all(pool)
+    .await?;
+    let mut sent = 0;
+    let count = earners.len();
+    for (i, (user, currency, earned)) in earners.into_iter().enumerate() {
+        let user_id = UserId(
+            user.parse()
+                .map_err(|e| DemoError::Unexpected(format!("a wallet id: {e}")))?,
+        );
+        let currency = Currency::parse(&currency)
+            .map_err(|e| DemoError::Unexpected(format!("a currency: {e}")))?;
+        let ctx = RequestContext {
+            correlation_id: Some(format!("demo-payout-{i}")),
+            expected_version: None,
+        };
+        let failed = |step: &str| {
+            let step = format!("{step} (freelancer {user_id})");
+            move |source| DemoError::Command { step, source }
+        };
+        let freelancer = Actor::new(user_id, vec![Role::Freelancer]);
+        let (_, receipt) = services
+            .register_payout_account(freelancer.clone(), Provider::Simulated, &ctx)
+            .await
+            .map_err(failed("register a payout account"))?;
+        services
+            .wallet(
+                user_id,
+                WalletCommand::VerifyPayoutAccount {
+                    account_id: receipt.account_id.clone(),
+                    actor: Actor::system(),
+                    at: services.now(),
+                },
+                &ctx,
+            )
+            .await
+            .map_err(failed("verify the payout account"))?;
+        sent += 2;
+        let minimum = gigledger_domain::minimum_payout(currency);
+        let half = earned / 2;
+        if half < minimum.amount {
+            continue;
+        }
+        services
+            .wallet(
+                user_id,
+                WalletCommand::RequestPayout {
+                    payout_id: PayoutId(uuid::Uuid::now_v7()),
+                    amount: Money::new(half, currency),
+                    actor: freelancer,
+                    at: services.now(),
+                },
+                &ctx,
+            )
+            .await
+            .map_err(failed("request a payout"))?;
+        sent += 1;
+        if i + 1 == count {
+            // The provider suspends this account before the transfer: it is declined.
+            sqlx::query("update provider.accounts set status = 'pending' where account_id = $1")
+                .bind(&receipt.account_id)
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(sent)
 }
 
 /// One gig's story, in order, at times leading up to `now`.

@@ -272,6 +272,40 @@ async fn run_the_curl_lines(demo: &Demo) -> Vec<serde_json::Value> {
     bodies
 }
 
+/// Waits until the demo's money has left: payouts paid, the one to a suspended account failed,
+/// every refund back on its card; then the ledger and the provider agree.
+async fn money_leaves(url: &str) {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (paid, failed, refunded, to_card): (i64, i64, i64, i64) = sqlx::query_as(
+            "select count(*) filter (where event_type = 'PayoutPaid'),
+                    count(*) filter (where event_type = 'PayoutFailed'),
+                    count(*) filter (where event_type = 'FundsRefunded'),
+                    count(*) filter (where event_type = 'RefundIssued')
+               from events",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if paid >= 1 && failed == 1 && refunded >= 1 && to_card == refunded {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "paid {paid}, failed {failed}, refunded {refunded}, to the card {to_card}"
+        );
+        // Pacing between polls; the condition above is the assertion.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let report = gigledger_commands::reconcile::reconcile(&pool)
+        .await
+        .unwrap();
+    assert!(report.ok(), "{:?}", report.mismatches);
+    pool.close().await;
+}
+
 async fn event_count(url: &str) -> i64 {
     let mut conn = PgConnection::connect(url).await.unwrap();
     sqlx::query_scalar("select count(*) from events")
@@ -300,6 +334,7 @@ async fn the_demo_seeds_an_empty_database_and_its_printed_curl_lines_work_then_a
         "a marketplace worth looking at: {seeded} events"
     );
     run_the_curl_lines(&first).await;
+    money_leaves(&db.url).await;
     let first_approved = first.curl_lines().last().unwrap().url.clone();
     assert!(first.terminate(), "a clean exit on SIGTERM");
 
