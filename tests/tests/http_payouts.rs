@@ -189,6 +189,20 @@ async fn a_freelancer_is_paid_out_and_a_cancelled_deposit_returns_to_the_card(po
     assert!(paid["transfer_id"]
         .as_str()
         .is_some_and(|t| t.starts_with("sim_tr_")));
+    // A notice that another transfer failed changes nothing of this payout.
+    let stray = api
+        .notice(&json!({
+            "id": "evt_stray",
+            "type": "transfer.failed",
+            "data": { "user_id": freelancer.id(), "payout_id": payout_id,
+                      "transfer_id": "sim_tr_999999", "reason": "not this one" },
+        }))
+        .await;
+    assert_eq!(stray.status, StatusCode::OK, "{:?}", stray.json());
+    assert!(stray.json()["outcome"]
+        .as_str()
+        .is_some_and(|o| o.starts_with("refused")));
+    assert_eq!(api.events_of_type("PayoutFailed").await, 0);
     eventually("the wallet shows it paid", || async {
         (usd_balance(&wallet(&api, freelancer).await) == (13_000, 0, 5_000)).then_some(())
     })

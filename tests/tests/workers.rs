@@ -213,19 +213,31 @@ async fn write_load(services: Arc<Services>, gigs: usize) {
 }
 
 /// Waits until every read model has applied everything in the log.
+/// Waits until every worker (read models and process managers) has reached the end of the log,
+/// and the log no longer grows: process managers append (a card refund after a cancellation),
+/// and what they append must be projected too before the read models are compared.
 async fn wait_until_caught_up(pool: &PgPool) {
-    let last: i64 = sqlx::query_scalar("select coalesce(max(position), 0) from events")
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    for handler in gigledger_projections::read::all() {
-        assert!(
-            wait_for_position(pool, handler.name(), last, Duration::from_secs(180))
-                .await
-                .unwrap(),
-            "{} caught up",
-            handler.name()
-        );
+    let last_position = || async {
+        sqlx::query_scalar::<_, i64>("select coalesce(max(position), 0) from events")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    let mut last = last_position().await;
+    loop {
+        for name in gigledger_api::workers::known_names() {
+            assert!(
+                wait_for_position(pool, &name, last, Duration::from_secs(180))
+                    .await
+                    .unwrap(),
+                "{name} caught up"
+            );
+        }
+        let now = last_position().await;
+        if now == last {
+            return;
+        }
+        last = now;
     }
 }
 

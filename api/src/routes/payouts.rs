@@ -350,9 +350,29 @@ async fn apply(state: &AppState, envelope: &NoticeEnvelope) -> Result<String, Ap
             NoticeData {
                 user_id: Some(user),
                 payout_id: Some(payout_id),
+                transfer_id,
                 ..
             },
         ) => {
+            // A notice about another transfer than the one that paid this payout changes
+            // nothing (the payout's money left by the transfer it names).
+            if let Some(named) = transfer_id {
+                let (wallet, _) = state
+                    .services
+                    .load_wallet(*user)
+                    .await
+                    .map_err(|e| ApiError::from_service(e, &ctx))?;
+                if let Some(gigledger_domain::PayoutStatus::Paid {
+                    transfer_id: paid_by,
+                }) = wallet.payout(*payout_id).map(|p| p.status)
+                {
+                    if &paid_by != named {
+                        return Ok(format!(
+                            "refused: the payout was paid by transfer {paid_by}, not {named}"
+                        ));
+                    }
+                }
+            }
             state
                 .services
                 .wallet(
