@@ -25,7 +25,13 @@ pub const SAFETY_RECHECK: Duration = Duration::from_secs(5);
 
 /// The first pause while the projection is behind the log; it doubles up to [`LONGEST_PAUSE`]
 /// while the checkpoint does not move, and starts again when it does.
-const FIRST_PAUSE: Duration = Duration::from_millis(5);
+/// (25 ms: a stream is woken at most about forty times a second while writes keep coming, each
+/// wake one indexed read per open stream.)
+const FIRST_PAUSE: Duration = Duration::from_millis(25);
+
+/// The most streams one process keeps open; past it a new one is answered 503 (each holds no
+/// connection while it waits, but every wake reads once per stream).
+pub const MAX_STREAMS: usize = 2_000;
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 
 /// What every stream of one process shares.
@@ -36,6 +42,8 @@ pub struct Live {
     progress: OnceCell<watch::Receiver<Checkpoint>>,
     /// Turns `true` when the server begins to shut down: every stream ends.
     closing: watch::Sender<bool>,
+    /// One permit per open stream.
+    open: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Live {
@@ -54,7 +62,15 @@ impl Live {
             pool,
             progress: OnceCell::new(),
             closing: watch::channel(false).0,
+            open: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         }
+    }
+
+    /// A place for one more open stream, held as long as the stream is; `None` when
+    /// [`MAX_STREAMS`] are open.
+    #[must_use]
+    pub fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.open.clone().try_acquire_owned().ok()
     }
 
     /// Ends every open stream (and the follower); a stream opened afterwards ends at once.

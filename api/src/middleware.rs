@@ -136,6 +136,7 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
                 axum::http::header::IF_MATCH,
                 header("idempotency-key"),
                 header("x-min-position"),
+                header("last-event-id"),
                 X_REQUEST_ID,
             ])
             .expose_headers([

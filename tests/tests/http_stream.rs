@@ -63,6 +63,8 @@ struct EventStream {
     has_data: bool,
     /// Comment lines seen (heartbeats).
     comments: usize,
+    /// The last `id` received, dispatched or not: what a browser sends back as `Last-Event-ID`.
+    last_id: Option<String>,
 }
 
 impl EventStream {
@@ -84,6 +86,7 @@ impl EventStream {
             building: SseEvent::default(),
             has_data: false,
             comments: 0,
+            last_id: None,
         }
     }
 
@@ -131,7 +134,10 @@ impl EventStream {
                 None => (line.as_str(), ""),
             };
             match field {
-                "id" => self.building.id = Some(value.to_owned()),
+                "id" => {
+                    self.building.id = Some(value.to_owned());
+                    self.last_id = Some(value.to_owned());
+                }
                 "event" => self.building.event = Some(value.to_owned()),
                 "data" => {
                     self.building.data.push_str(value);
@@ -141,6 +147,23 @@ impl EventStream {
                 _ => {} // `retry` and unknown fields
             }
         }
+    }
+
+    /// The id the stream starts from (sent first, with no data), within the test's patience.
+    async fn resume_point(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.last_id.is_none() {
+            match tokio::time::timeout_at(deadline, self.line()).await {
+                Ok(Ok(line)) => {
+                    if let Some(id) = line.strip_prefix("id:") {
+                        self.last_id = Some(id.trim_start().to_owned());
+                    }
+                }
+                Ok(Err(end)) => panic!("the stream ended before its resume point: {end:?}"),
+                Err(_) => panic!("no resume point within {PATIENCE:?}"),
+            }
+        }
+        self.last_id.clone().unwrap_or_default()
     }
 
     /// The next event, within the test's patience.
@@ -625,4 +648,20 @@ async fn sigterm_ends_open_streams_and_the_server_exits_without_waiting_for_them
         stopping.elapsed()
     );
     db.drop_now().await;
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_client_that_reconnects_before_its_first_notification_misses_nothing(pool: PgPool) {
+    let api = TestApi::start(pool).await;
+    let (client, gig) = client_with_gig(&api).await;
+    let mut stream = open(&api, &client, None).await;
+    // The stream says where it starts before any notification (an EventSource keeps that id).
+    let start = stream.resume_point().await;
+    drop(stream);
+    // Written while the client was away, before it had received any notification.
+    let (proposal, _) = propose(&api, &gig).await;
+    let mut stream = open(&api, &client, Some(&start)).await;
+    let (_, data) = stream.expect_notification().await;
+    assert_eq!(data["proposal_id"], proposal.as_str());
+    api.stop().await;
 }

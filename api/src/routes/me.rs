@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt as _;
+use futures::stream::{self, StreamExt as _};
 use gigledger_domain::{GigStatus, Role};
 use gigledger_projections::read::{contracts, gig_board, notifications, proposals};
 use serde::{Deserialize, Serialize};
@@ -304,8 +304,22 @@ pub(crate) async fn stream(
     StreamCaller(caller): StreamCaller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let admitted = state.live.admit().ok_or_else(|| ApiError::Unavailable {
+        detail: "too many notification streams are open on this server; retry shortly".to_owned(),
+        outcome: None,
+    })?;
     let after = stream_start(&state, &headers).await?;
     let progress = state.live.progress().await.map_err(|e| read_failed(&e))?;
+    // First, the place the stream starts from, as an id with no data: a browser's EventSource
+    // keeps it (it dispatches nothing) and sends it back as Last-Event-ID if the stream ends
+    // before its first notification, so a reconnect misses nothing written meanwhile.
+    let start = stream::once(async move {
+        Ok::<_, Infallible>(
+            Event::default()
+                .id(after.position.to_string())
+                .comment("resume point"),
+        )
+    });
     let events = crate::live::notifications_after(
         state.pool.clone(),
         caller.user_id,
@@ -326,7 +340,12 @@ pub(crate) async fn stream(
             }
         }
     });
-    let mut response = Sse::new(events)
+    // The place is held for as long as the stream lives.
+    let events = events.map(move |event| {
+        let _held = &admitted;
+        event
+    });
+    let mut response = Sse::new(start.chain(events))
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
         .into_response();
     // Proxies that buffer responses (nginx) pass this one through as it is written.
