@@ -8,12 +8,15 @@
 //!   for a position), shared by projections and process managers.
 //! - [`digest`]: the ledger digest over the whole log (its worker and its verification), and
 //!   [`export`]: the log as JSON Lines that verify offline.
+//! - [`integration`]: the public contract of the events published to the rest of the
+//!   marketplace (envelope, per-type data shapes free of personal text, their schemas).
 //! - [`rebuild`]: replaying a read model into fresh tables and swapping them in.
 //!
 //! Read models never send commands and never write to the event store.
 
 pub mod digest;
 pub mod export;
+pub mod integration;
 pub mod log;
 pub mod read;
 pub mod rebuild;
