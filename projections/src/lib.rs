@@ -10,6 +10,7 @@
 //!   [`export`]: the log as JSON Lines that verify offline.
 //! - [`integration`]: the public contract of the events published to the rest of the
 //!   marketplace (envelope, per-type data shapes free of personal text, their schemas).
+//! - [`relay`]: the worker that publishes the log, as that contract, to NATS JetStream.
 //! - [`rebuild`]: replaying a read model into fresh tables and swapping them in.
 //!
 //! Read models never send commands and never write to the event store.
@@ -20,6 +21,7 @@ pub mod integration;
 pub mod log;
 pub mod read;
 pub mod rebuild;
+pub mod relay;
 pub mod runtime;
 
 /// The SQL migrations of the whole service (event store and read models), embedded at build time.
