@@ -112,6 +112,7 @@ pub enum RelayError {
 /// The relay's handler.
 pub struct NatsRelay {
     config: RelayConfig,
+    client: async_nats::Client,
     jetstream: jetstream::Context,
     /// Whether the stream is known to exist as configured (checked again after a failure).
     stream_ready: tokio::sync::Mutex<bool>,
@@ -131,10 +132,11 @@ impl NatsRelay {
                 url: config.url.clone(),
                 source,
             })?;
-        let mut jetstream = jetstream::new(client);
+        let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.ack_timeout);
         Ok(Self {
             config,
+            client,
             jetstream,
             stream_ready: tokio::sync::Mutex::new(false),
         })
@@ -176,6 +178,11 @@ impl NatsRelay {
     }
 
     async fn publish(&self, events: &[RecordedEvent]) -> Result<(), HandlerError> {
+        // The batch's transaction holds a pool connection while this runs: with the bus
+        // unreachable, give it back at once rather than after an ack timeout.
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(retry_later("NATS is not connected"));
+        }
         self.ensure_stream().await?;
         let mut acks = Vec::with_capacity(events.len());
         let mut previous: Option<String> = None;
