@@ -84,6 +84,127 @@ pub struct WorkerSettings {
         default_value_t = 10_000
     )]
     pub lease_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub relay: RelaySettings,
+}
+
+/// The relay that publishes every event to NATS JetStream (run with the workers, only when
+/// `GIGLEDGER_NATS_URL` is set). The stream is created or brought to these settings at start.
+#[derive(Clone, Debug, Args)]
+pub struct RelaySettings {
+    /// The NATS server(s) to publish to, e.g. `nats://127.0.0.1:4222` (comma-separated for a
+    /// cluster). Unset: no relay.
+    #[arg(long = "nats-url", env = "GIGLEDGER_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// The JetStream stream's name.
+    #[arg(
+        long = "nats-stream",
+        env = "GIGLEDGER_NATS_STREAM",
+        default_value = "GIGLEDGER"
+    )]
+    pub stream: String,
+
+    /// The first token of every subject (`<prefix>.<aggregate>.<event>`); the stream takes
+    /// `<prefix>.>`.
+    #[arg(
+        long = "nats-subject-prefix",
+        env = "GIGLEDGER_NATS_SUBJECT_PREFIX",
+        default_value = "gigledger"
+    )]
+    pub subject_prefix: String,
+
+    /// The stream's retention: `limits` (keep until the age limit), `interest` (until every
+    /// consumer acked) or `workqueue`.
+    #[arg(
+        long = "nats-retention",
+        env = "GIGLEDGER_NATS_RETENTION",
+        value_enum,
+        default_value_t = Retention::Limits
+    )]
+    pub retention: Retention,
+
+    /// Seconds JetStream remembers a message id to drop a republish (a relay that crashed
+    /// must be back within it).
+    #[arg(
+        long = "nats-duplicate-window-secs",
+        env = "GIGLEDGER_NATS_DUPLICATE_WINDOW_SECS",
+        default_value_t = 600
+    )]
+    pub duplicate_window_secs: u64,
+
+    /// Replicas of the stream (3 on a three-node NATS cluster).
+    #[arg(
+        long = "nats-replicas",
+        env = "GIGLEDGER_NATS_REPLICAS",
+        default_value_t = 1
+    )]
+    pub replicas: usize,
+
+    /// Seconds messages are kept in the stream; 0 keeps them without an age limit.
+    #[arg(
+        long = "nats-max-age-secs",
+        env = "GIGLEDGER_NATS_MAX_AGE_SECS",
+        default_value_t = 0
+    )]
+    pub max_age_secs: u64,
+
+    /// Milliseconds one publish ack may take before the batch is retried.
+    #[arg(
+        long = "nats-ack-timeout-ms",
+        env = "GIGLEDGER_NATS_ACK_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub ack_timeout_ms: u64,
+}
+
+/// A JetStream retention policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Retention {
+    #[default]
+    Limits,
+    Interest,
+    Workqueue,
+}
+
+impl Default for RelaySettings {
+    /// The flags' defaults (no relay), for tests that build settings directly.
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            stream: "GIGLEDGER".to_owned(),
+            subject_prefix: "gigledger".to_owned(),
+            retention: Retention::Limits,
+            duplicate_window_secs: 600,
+            replicas: 1,
+            max_age_secs: 0,
+            ack_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl RelaySettings {
+    /// The relay's configuration, when a NATS URL is set.
+    #[must_use]
+    pub fn config(&self) -> Option<gigledger_projections::relay::RelayConfig> {
+        use gigledger_projections::relay::RetentionPolicy;
+        let url = self.nats_url.as_ref().filter(|u| !u.trim().is_empty())?;
+        Some(gigledger_projections::relay::RelayConfig {
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            retention: match self.retention {
+                Retention::Limits => RetentionPolicy::Limits,
+                Retention::Interest => RetentionPolicy::Interest,
+                Retention::Workqueue => RetentionPolicy::WorkQueue,
+            },
+            duplicate_window: std::time::Duration::from_secs(self.duplicate_window_secs),
+            replicas: self.replicas,
+            max_age: std::time::Duration::from_secs(self.max_age_secs),
+            ack_timeout: std::time::Duration::from_millis(self.ack_timeout_ms),
+            ..gigledger_projections::relay::RelayConfig::new(url.trim())
+        })
+    }
 }
 
 impl Default for WorkerSettings {
@@ -95,6 +216,7 @@ impl Default for WorkerSettings {
             poll_interval_ms: 500,
             stall_after_secs: 60,
             lease_timeout_ms: 10_000,
+            relay: RelaySettings::default(),
         }
     }
 }

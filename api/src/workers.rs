@@ -1,5 +1,6 @@
 //! Starting and stopping the background workers of one process: every read-model projection,
-//! the ledger digest, every process manager, the due-timer runner, and the gauges that report their progress.
+//! the ledger digest, every process manager, the NATS relay when one is configured, the due-timer
+//! runner, and the gauges that report their progress.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,13 @@ impl Workers {
         clock: Arc<dyn Clock>,
         settings: &WorkerSettings,
     ) -> Result<Self, sqlx::Error> {
+        let mut all = handlers(services);
+        if let Some(config) = settings.relay.config() {
+            let relay = gigledger_projections::relay::NatsRelay::connect(config)
+                .await
+                .map_err(|e| sqlx::Error::Configuration(Box::new(e)))?;
+            all.push(Arc::new(relay));
+        }
         let (shutdown, stopped) = watch::channel(false);
         let poll = Duration::from_millis(settings.poll_interval_ms);
         let config = WorkerConfig {
@@ -62,7 +70,7 @@ impl Workers {
         let notifier = LogNotifier::start(pool).await?;
         let leases = Leases::with_timeout(pool, Duration::from_millis(settings.lease_timeout_ms));
         let mut tasks = Vec::new();
-        for handler in handlers(services) {
+        for handler in all {
             let target = Target::live(handler.name());
             tasks.push(tokio::spawn(run_worker(
                 pool.clone(),

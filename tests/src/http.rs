@@ -94,6 +94,14 @@ impl Answer {
     }
 }
 
+/// The worker settings of the test servers: quick polling.
+pub fn test_worker_settings() -> WorkerSettings {
+    WorkerSettings {
+        poll_interval_ms: 50,
+        ..WorkerSettings::default()
+    }
+}
+
 /// The auth settings of the test servers.
 pub fn auth_settings() -> AuthSettings {
     AuthSettings {
@@ -132,11 +140,36 @@ impl TestApi {
         clock: Arc<dyn Clock>,
         workers: bool,
     ) -> Self {
-        let workers = if workers {
-            let settings = WorkerSettings {
-                poll_interval_ms: 50,
-                ..WorkerSettings::default()
-            };
+        let settings = workers.then(test_worker_settings);
+        Self::serve_with_workers(pool, state, auth, clock, settings).await
+    }
+
+    /// The API with the default limits and workers run with these settings (a relay, say).
+    pub async fn start_with_workers(pool: PgPool, settings: WorkerSettings) -> Self {
+        let http = HttpSettings {
+            payments_webhook_secret: Some(WEBHOOK_SECRET.to_owned()),
+            ..HttpSettings::default()
+        };
+        let auth = auth_settings();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let state = AppState::new(
+            pool.clone(),
+            clock.clone(),
+            Authenticator::from_settings(&auth).expect("valid auth settings"),
+            &http,
+        );
+        Self::serve_with_workers(pool, state, auth, clock, Some(settings)).await
+    }
+
+    /// The API over a state the test built, with workers run with `settings` when given.
+    pub async fn serve_with_workers(
+        pool: PgPool,
+        state: AppState,
+        auth: AuthSettings,
+        clock: Arc<dyn Clock>,
+        settings: Option<WorkerSettings>,
+    ) -> Self {
+        let workers = if let Some(settings) = settings {
             Some(
                 Workers::start(&pool, &state.services, clock, &settings)
                     .await

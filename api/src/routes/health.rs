@@ -30,7 +30,9 @@ pub(crate) async fn healthz() -> Json<Value> {
 }
 
 /// The database answers, every migration this build knows is applied, and no worker has stopped
-/// on a failing event or is stalled (retrying one event for longer than its bound).
+/// on a failing event or is stalled (retrying one event for longer than its bound). The NATS
+/// relay, when it runs, is reported under `relay` (`ok`, or `degraded` with its lag and error)
+/// and never makes the service unready.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "database reachable, migrations applied, no worker failed or stalled"), (status = 503, description = "not ready, and why")))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let reachable = sqlx::query("select 1").execute(&state.pool).await;
@@ -52,12 +54,25 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
     // A worker stopped on an event it cannot apply, or stuck retrying one: what depends on it
     // (a read model, every release) no longer moves.
     let known = crate::workers::known_names();
+    // The relay to NATS is reported on its own: the bus being down degrades what other
+    // services hear from us, never what this service answers.
+    let relay_name = gigledger_projections::relay::NAME;
     let (failed, stalled) =
         match gigledger_projections::runtime::statuses(&state.pool, &known).await {
             Ok(all) => {
+                if let Some(relay) = all.iter().find(|s| s.name == relay_name) {
+                    let healthy = relay.status == "running" && relay.last_error.is_none();
+                    checks["relay"] = json!({
+                        "status": if healthy { "ok" } else { "degraded" },
+                        "state": relay.state(),
+                        "lag_events": relay.lag_events,
+                        "lag_seconds": relay.lag_seconds,
+                        "error": relay.last_error,
+                    });
+                }
                 let in_state = |state: &str| {
                     all.iter()
-                        .filter(|s| s.status == state)
+                        .filter(|s| s.status == state && s.name != relay_name)
                         .map(|s| {
                             json!({
                                 "projection": s.name,
