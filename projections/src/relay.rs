@@ -107,6 +107,14 @@ pub enum RelayError {
         url: String,
         source: async_nats::ConnectError,
     },
+    #[error("GIGLEDGER_NATS_URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+}
+
+/// A header value NATS can carry: a correlation id is the client's (or a provider notice's) text,
+/// and a line break in a header would end the message's headers (the client refuses it).
+fn header_safe(value: &str) -> Option<&str> {
+    (!value.is_empty() && !value.chars().any(char::is_control)).then_some(value)
 }
 
 /// The relay's handler.
@@ -122,11 +130,21 @@ impl NatsRelay {
     /// A relay whose connection is made in the background (and remade after every loss): a bus
     /// that is down at start delays only the relay.
     pub async fn connect(config: RelayConfig) -> Result<Self, RelayError> {
+        // One URL, or several of a cluster separated by commas.
+        let servers = config
+            .url
+            .split(',')
+            .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RelayError::Url {
+                url: config.url.clone(),
+                reason: e.to_string(),
+            })?;
         let client = async_nats::ConnectOptions::new()
             .name("gigledger-relay")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
-            .connect(config.url.as_str())
+            .connect(servers)
             .await
             .map_err(|source| RelayError::Connect {
                 url: config.url.clone(),
@@ -156,22 +174,38 @@ impl NatsRelay {
             .await
             .map_err(|e| retry_later(format!("stream {}: {e}", wanted.name)))?;
         let found = &stream.cached_info().config;
-        if found.subjects != wanted.subjects
-            || found.retention != wanted.retention
+        if found.retention != wanted.retention {
+            return Err(retry_later(format!(
+                "stream {} has retention {:?}, configured {:?}: JetStream cannot change it; \
+                 change GIGLEDGER_NATS_RETENTION or the stream",
+                wanted.name, found.retention, wanted.retention
+            )));
+        }
+        let missing: Vec<String> = wanted
+            .subjects
+            .iter()
+            .filter(|s| !found.subjects.contains(s))
+            .cloned()
+            .collect();
+        if !missing.is_empty()
             || found.duplicate_window != wanted.duplicate_window
             || found.num_replicas != wanted.num_replicas
             || found.max_age != wanted.max_age
         {
+            // The stream as it is, with our subjects added and our settings: its other
+            // subjects and an operator's tuning (limits, placement, …) stay.
+            let mut updated = found.clone();
+            updated.subjects.extend(missing);
+            updated.duplicate_window = wanted.duplicate_window;
+            updated.num_replicas = wanted.num_replicas;
+            updated.max_age = wanted.max_age;
             tracing::info!(relay.stream = %wanted.name, "updating the stream to its configuration");
-            self.jetstream
-                .update_stream(wanted.clone())
-                .await
-                .map_err(|e| {
-                    retry_later(format!(
-                        "stream {} differs from the configuration and cannot be updated: {e}",
-                        wanted.name
-                    ))
-                })?;
+            self.jetstream.update_stream(updated).await.map_err(|e| {
+                retry_later(format!(
+                    "stream {} differs from the configuration and cannot be updated: {e}",
+                    wanted.name
+                ))
+            })?;
         }
         *ready = true;
         Ok(())
@@ -196,11 +230,12 @@ impl NatsRelay {
             if let Some(previous) = &previous {
                 headers.insert("Nats-Expected-Last-Msg-Id", previous.as_str());
             }
-            if let Some(correlation) = &envelope.correlation_id {
-                headers.insert(CORRELATION_HEADER, correlation.as_str());
+            // (In the envelope whatever they hold; as headers only when a header can carry them.)
+            if let Some(correlation) = envelope.correlation_id.as_deref().and_then(header_safe) {
+                headers.insert(CORRELATION_HEADER, correlation);
             }
-            if let Some(causation) = &envelope.causation_id {
-                headers.insert(CAUSATION_HEADER, causation.as_str());
+            if let Some(causation) = envelope.causation_id.as_deref().and_then(header_safe) {
+                headers.insert(CAUSATION_HEADER, causation);
             }
             let body = serde_json::to_vec(&envelope)?;
             let ack = self

@@ -630,6 +630,13 @@ async fn a_notice_applies_once_and_a_bad_signature_stale_time_or_changed_body_is
         .as_str()
         .is_some_and(|o| o.starts_with("ignored")));
     assert_eq!(notices().await, 2);
+    // A notice id with a control character (it would end up in headers) is refused.
+    let controlled = api
+        .notice(&json!({ "id": "evt\nbad", "type": "balance.available", "data": {} }))
+        .await;
+    assert_eq!(controlled.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(controlled.error_fields(), vec!["id"]);
+    assert_eq!(notices().await, 2);
     // A bearer token is no way in.
     let bearer = api
         .send(

@@ -598,3 +598,17 @@ async fn no_published_data_carries_a_cover_letter_review_text_or_dispute_reason(
     api.stop().await;
     cleanup(&js, &relay).await;
 }
+
+#[tokio::test]
+async fn a_cluster_is_a_comma_separated_list_and_a_bad_url_is_refused_at_start() {
+    let cluster = RelayConfig::new("nats://127.0.0.1:4222, nats://127.0.0.1:4222");
+    assert!(
+        NatsRelay::connect(cluster).await.is_ok(),
+        "a list of servers connects"
+    );
+    let bad = NatsRelay::connect(RelayConfig::new("nats://127.0.0.1:notaport")).await;
+    let Err(error) = bad else {
+        panic!("a URL without a port number is refused");
+    };
+    assert!(error.to_string().contains("GIGLEDGER_NATS_URL"), "{error}");
+}

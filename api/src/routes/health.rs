@@ -61,7 +61,10 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
         match gigledger_projections::runtime::statuses(&state.pool, &known).await {
             Ok(all) => {
                 if let Some(relay) = all.iter().find(|s| s.name == relay_name) {
-                    let healthy = relay.status == "running" && relay.last_error.is_none();
+                    // Not run by any process while events wait for it is degraded too.
+                    let healthy = relay.status == "running"
+                        && relay.last_error.is_none()
+                        && !(relay.state() == "idle" && relay.lag_events > 0);
                     checks["relay"] = json!({
                         "status": if healthy { "ok" } else { "degraded" },
                         "state": relay.state(),

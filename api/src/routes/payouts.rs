@@ -238,8 +238,14 @@ pub async fn receive(
     notice::verify(secret, signature, body, state.services.now().timestamp())
         .map_err(|e| ApiError::bad_request(SIGNATURE_HEADER, e.to_string()))?;
     let envelope: NoticeEnvelope = crate::error::parse_json(body)?;
-    if envelope.id.is_empty() || envelope.id.len() > 200 {
-        return Err(ApiError::validation("id", "1 to 200 characters"));
+    if envelope.id.is_empty()
+        || envelope.id.len() > 200
+        || envelope.id.chars().any(char::is_control)
+    {
+        return Err(ApiError::validation(
+            "id",
+            "1 to 200 characters, no control characters",
+        ));
     }
     let whole: serde_json::Value = crate::error::parse_json(body)?;
     match notice::record(&state.pool, &envelope, &whole)
