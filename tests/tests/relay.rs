@@ -91,6 +91,20 @@ async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Received> {
     all
 }
 
+/// An event's columns as the store holds them: id, position, aggregate type and id, sequence,
+/// type, recorded time, correlation and causation ids.
+type StoredRow = (
+    uuid::Uuid,
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    chrono::DateTime<chrono::Utc>,
+    Option<String>,
+    Option<String>,
+);
+
 /// The store's events as envelopes, in log order.
 async fn store_envelopes(pool: &PgPool) -> Vec<Envelope> {
     let mut after = Checkpoint::START;
@@ -218,6 +232,61 @@ async fn a_consumer_sees_every_event_of_a_full_flow_once_in_log_order(pool: PgPo
 
     let received = wait_until_stream_is_log(&js, &pool, &relay).await;
     assert_once_each_in_log_order(&received, &relay);
+    // The envelope's fields are the store's own columns (read here with SQL, not through the
+    // relay's mapping).
+    let rows: Vec<StoredRow> = sqlx::query_as(
+        "select event_id, position, aggregate_type, aggregate_id, sequence, event_type,
+                    recorded_at, correlation_id, causation_id
+               from events order by transaction_id, position",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("the log");
+    assert_eq!(rows.len(), received.len());
+    for (row, got) in rows.iter().zip(&received) {
+        let e = &got.envelope;
+        assert_eq!(
+            (
+                e.event_id,
+                e.position,
+                e.aggregate_type.as_str(),
+                e.aggregate_id.as_str(),
+                e.sequence,
+                e.recorded_at,
+                e.correlation_id.as_deref(),
+                e.causation_id.as_deref(),
+            ),
+            (
+                row.0,
+                row.1,
+                row.2.as_str(),
+                row.3.as_str(),
+                row.4,
+                row.6,
+                row.7.as_deref(),
+                row.8.as_deref(),
+            ),
+            "{}",
+            row.5
+        );
+        // The type is the stored one in snake case.
+        let snake: String = row
+            .5
+            .chars()
+            .enumerate()
+            .fold(String::new(), |mut out, (i, c)| {
+                if c.is_uppercase() {
+                    if i > 0 {
+                        out.push('_');
+                    }
+                    out.extend(c.to_lowercase());
+                } else {
+                    out.push(c);
+                }
+                out
+            });
+        assert_eq!(e.event_type, snake);
+    }
     let types: Vec<&str> = received
         .iter()
         .map(|r| r.envelope.event_type.as_str())
