@@ -124,6 +124,10 @@ pub struct NatsRelay {
     jetstream: jetstream::Context,
     /// Whether the stream is known to exist as configured (checked again after a failure).
     stream_ready: tokio::sync::Mutex<bool>,
+    /// The id of the last message the stream held when the relay (re)started: a batch that
+    /// holds it was stored but not checkpointed (the acks or the commit were lost), and is
+    /// resumed after it, whatever the duplicate window.
+    resume_after: tokio::sync::Mutex<Option<String>>,
 }
 
 impl NatsRelay {
@@ -157,6 +161,7 @@ impl NatsRelay {
             client,
             jetstream,
             stream_ready: tokio::sync::Mutex::new(false),
+            resume_after: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -207,6 +212,32 @@ impl NatsRelay {
                 ))
             })?;
         }
+        // Where the stream ends now, if it ends with one of ours.
+        let mut stream = stream;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| retry_later(format!("stream {}: {e}", wanted.name)))?
+            .state
+            .last_sequence;
+        let mut resume = None;
+        if last > 0 {
+            let message = stream
+                .get_raw_message(last)
+                .await
+                .map_err(|e| retry_later(format!("stream {}: {e}", wanted.name)))?;
+            let ours = message
+                .subject
+                .as_str()
+                .starts_with(&format!("{}.", self.config.subject_prefix));
+            if ours {
+                resume = message
+                    .headers
+                    .get("Nats-Msg-Id")
+                    .map(|id| id.as_str().to_owned());
+            }
+        }
+        *self.resume_after.lock().await = resume;
         *ready = true;
         Ok(())
     }
@@ -218,9 +249,22 @@ impl NatsRelay {
             return Err(retry_later("NATS is not connected"));
         }
         self.ensure_stream().await?;
+        // A batch holding the stream's last message was stored already: go on after it, and
+        // expect it to be the last one (beyond the duplicate window, a republish would be
+        // stored twice).
+        let resume = self.resume_after.lock().await.take();
+        let start = resume
+            .as_deref()
+            .and_then(|id| {
+                events
+                    .iter()
+                    .position(|e| e.event_id.to_string() == id)
+                    .map(|at| at + 1)
+            })
+            .unwrap_or(0);
         let mut acks = Vec::with_capacity(events.len());
-        let mut previous: Option<String> = None;
-        for event in events {
+        let mut previous: Option<String> = if start > 0 { resume } else { None };
+        for event in &events[start..] {
             let Some(envelope) = envelope_of(event)? else {
                 continue;
             };

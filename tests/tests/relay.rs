@@ -681,3 +681,53 @@ async fn a_cluster_is_a_comma_separated_list_and_a_bad_url_is_refused_at_start()
     };
     assert!(error.to_string().contains("GIGLEDGER_NATS_URL"), "{error}");
 }
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn a_batch_stored_but_not_checkpointed_is_not_stored_again_past_the_duplicate_window(
+    pool: PgPool,
+) {
+    let relay = RelaySettings {
+        duplicate_window_secs: 1,
+        ..own_stream(SHARED_NATS)
+    };
+    let js = jetstream_at(SHARED_NATS).await;
+    let api = TestApi::start_with_workers(pool.clone(), with_relay(relay.clone())).await;
+    api.hire(&[30_000]).await;
+    wait_until_stream_is_log(&js, &pool, &relay).await;
+    api.stop().await;
+    let keys: Vec<(i64, i64)> = sqlx::query_as(
+        "select transaction_id::text::bigint, position from events
+          order by transaction_id, position",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("the log");
+    assert_eq!(read_stream(&js, &relay.stream).await.len(), keys.len());
+    // The last two events were stored, but the batch's commit was lost: the checkpoint is two
+    // events short.
+    let back = keys[keys.len() - 3];
+    sqlx::query(
+        "update projection_checkpoints set transaction_id = $1, position = $2
+          where name = 'relay_nats'",
+    )
+    .bind(back.0)
+    .bind(back.1)
+    .execute(&pool)
+    .await
+    .expect("moved back");
+    // Past the duplicate window (1 s) JetStream would store a republish again: let it pass.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let api = TestApi::start_with_workers(pool.clone(), with_relay(relay.clone())).await;
+    let last = keys.last().expect("events").1;
+    assert!(
+        gigledger_projections::runtime::wait_for_position(&pool, "relay_nats", last, PATIENCE)
+            .await
+            .expect("the checkpoint reads"),
+        "the relay caught up again"
+    );
+    let received = read_stream(&js, &relay.stream).await;
+    assert_once_each_in_log_order(&received, &relay);
+    assert_eq!(received.len(), keys.len(), "nothing stored twice");
+    api.stop().await;
+    cleanup(&js, &relay).await;
+}
