@@ -19,9 +19,14 @@ use crate::settings::WorkerSettings;
 
 /// Every worker this process runs: the read models, then the process managers.
 pub fn handlers(services: &Arc<Services>) -> Vec<Arc<dyn Handler>> {
+    handlers_for_pool(services, u32::MAX)
+}
+
+/// The same for a pool of `connections`: the process managers' gate leaves connections free.
+pub fn handlers_for_pool(services: &Arc<Services>, connections: u32) -> Vec<Arc<dyn Handler>> {
     let mut all = gigledger_projections::read::all();
     all.push(Arc::new(gigledger_projections::digest::LedgerDigest));
-    all.extend(ProcessManager::all(services));
+    all.extend(ProcessManager::all_for_pool(services, connections));
     all
 }
 
@@ -51,7 +56,7 @@ impl Workers {
         clock: Arc<dyn Clock>,
         settings: &WorkerSettings,
     ) -> Result<Self, sqlx::Error> {
-        let mut all = handlers(services);
+        let mut all = handlers_for_pool(services, pool.options().get_max_connections());
         if let Some(config) = settings.relay.config() {
             let relay = gigledger_projections::relay::NatsRelay::connect(config)
                 .await

@@ -152,9 +152,21 @@ impl ProcessManager {
         }
     }
 
-    /// Every process manager, ready for the runtime, sharing one gate.
+    /// Every process manager, ready for the runtime, sharing one gate of
+    /// [`BATCHES_IN_FLIGHT`] permits.
     pub fn all(services: &Arc<Services>) -> Vec<Arc<dyn Handler>> {
-        let gate = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+        Self::all_within(services, BATCHES_IN_FLIGHT)
+    }
+
+    /// The same, for a pool of `connections`: at most [`BATCHES_IN_FLIGHT`] batches at once,
+    /// and always two connections fewer than the pool has (at least one batch).
+    pub fn all_for_pool(services: &Arc<Services>, connections: u32) -> Vec<Arc<dyn Handler>> {
+        let spare = usize::try_from(connections.saturating_sub(2)).unwrap_or(usize::MAX);
+        Self::all_within(services, spare.clamp(1, BATCHES_IN_FLIGHT))
+    }
+
+    fn all_within(services: &Arc<Services>, permits: usize) -> Vec<Arc<dyn Handler>> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(permits));
         Process::ALL
             .into_iter()
             .map(|p| Arc::new(Self::gated(p, services.clone(), gate.clone())) as Arc<dyn Handler>)
