@@ -704,7 +704,7 @@ async fn a_card_refund_the_provider_refused_is_tried_again_later_and_reaches_the
     let failed = eventually("the admins see it", || async {
         let view = api.get(&admin, "/v1/payouts?status=failed").await.json();
         let refunds = view["refunds"].as_array().cloned().unwrap_or_default();
-        (refunds.len() == 1).then_some(refunds[0].clone())
+        (refunds.len() == 1).then(|| refunds[0].clone())
     })
     .await;
     assert!(failed["reason"]
@@ -730,5 +730,91 @@ async fn a_card_refund_the_provider_refused_is_tried_again_later_and_reaches_the
         (reconciled(&api).await["ok"] == true).then_some(())
     })
     .await;
+    api.stop().await;
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn every_payout_route_refuses_no_token_the_wrong_role_and_bad_input_as_problems(
+    pool: PgPool,
+) {
+    let api = TestApi::start_with(pool.clone(), HttpSettings::default(), false).await;
+    let freelancer = api.user(&[Role::Freelancer]);
+    let client = api.user(&[Role::Client]);
+    let admin = api.user(&[Role::Admin]);
+    let account = json!({ "provider": "simulated" });
+    let payout = json!({ "amount": usd(5_000) });
+    let routes: [(Method, &str, Option<&Value>, &User); 5] = [
+        (
+            Method::PUT,
+            "/v1/me/payout-account",
+            Some(&account),
+            &client,
+        ),
+        (Method::GET, "/v1/me/wallet", None, &client),
+        (Method::POST, "/v1/me/payouts", Some(&payout), &client),
+        (Method::GET, "/v1/me/payouts", None, &client),
+        (Method::GET, "/v1/payouts", None, &freelancer),
+    ];
+    let before = api.events_by_users().await;
+    for (method, path, body, wrong) in &routes {
+        let anonymous = api.send(method.clone(), path, None, *body, &[]).await;
+        assert_eq!(
+            anonymous.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        assert_eq!(anonymous.problem_type(), "/problems/unauthorized");
+        let refused = api
+            .send(method.clone(), path, Some(&wrong.token), *body, &[])
+            .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert_eq!(refused.problem_type(), "/problems/forbidden");
+    }
+    for (method, path, user, body, field) in [
+        (
+            Method::PUT,
+            "/v1/me/payout-account",
+            &freelancer,
+            Some(json!({ "provider": "paypal" })),
+            "provider",
+        ),
+        (
+            Method::POST,
+            "/v1/me/payouts",
+            &freelancer,
+            Some(json!({ "amount": { "amount": 5_000, "currency": "XXX" } })),
+            "amount.currency",
+        ),
+        (
+            Method::GET,
+            "/v1/me/payouts?limit=0",
+            &freelancer,
+            None,
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/v1/payouts?status=lost",
+            &admin,
+            None,
+            "status",
+        ),
+    ] {
+        let bad = api
+            .send(method.clone(), path, Some(&user.token), body.as_ref(), &[])
+            .await;
+        assert!(
+            bad.status.is_client_error(),
+            "{method} {path}: {}",
+            bad.status
+        );
+        assert_eq!(
+            bad.error_fields(),
+            vec![field],
+            "{method} {path}: {:?}",
+            bad.json()
+        );
+    }
+    assert_eq!(api.events_by_users().await, before, "nothing written");
     api.stop().await;
 }
