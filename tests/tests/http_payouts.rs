@@ -637,6 +637,13 @@ async fn a_notice_applies_once_and_a_bad_signature_stale_time_or_changed_body_is
     assert_eq!(controlled.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(controlled.error_fields(), vec!["id"]);
     assert_eq!(notices().await, 2);
+    // An oversized notice is refused before anything is read into it.
+    let mut huge = br#"{"id":"evt_huge","type":"balance.available","data":{"pad":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 300 * 1024));
+    huge.extend(br#""}}"#);
+    let oversized = api.notice_at(&huge, chrono::Utc::now().timestamp()).await;
+    assert_eq!(oversized.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(notices().await, 2);
     // A bearer token is no way in.
     let bearer = api
         .send(
