@@ -250,3 +250,146 @@ async fn a_dispute_and_an_approval_at_once_one_wins_and_the_ledger_balances(pool
         trial_balance_is_zero(&pool).await;
     }
 }
+
+/// Sends `n` copies of one request, alternating between two servers on one database.
+async fn at_once_on_two(
+    servers: [&Arc<TestApi>; 2],
+    n: usize,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> Vec<StatusCode> {
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let (api, token, path, body) = (
+            servers[i % 2].clone(),
+            token.to_owned(),
+            path.to_owned(),
+            body.clone(),
+        );
+        sent.push(tokio::spawn(async move {
+            let key = format!("two-{}-{i}", uuid::Uuid::now_v7());
+            api.send(
+                Method::POST,
+                &path,
+                Some(&token),
+                Some(&body),
+                &[("idempotency-key", key.as_str())],
+            )
+            .await
+            .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for s in sent {
+        statuses.push(s.await.expect("a request"));
+    }
+    statuses
+}
+
+#[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
+async fn two_servers_on_one_database_charge_once_release_once_and_hire_once(pool: PgPool) {
+    // Two processes' worth of services, caches and workers on one database.
+    let one = Arc::new(TestApi::start(pool.clone()).await);
+    let two = Arc::new(TestApi::start(pool.clone()).await);
+    let hired = one.hire(&[20_000]).await;
+    let milestone = hired.milestone_path(0);
+    let ok_or_retry = [
+        StatusCode::OK,
+        StatusCode::CONFLICT,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ];
+    let funded = at_once_on_two(
+        [&one, &two],
+        40,
+        &hired.client.token,
+        &format!("{milestone}/fund"),
+        json!({}),
+    )
+    .await;
+    assert_only(&funded, &ok_or_retry);
+    assert!(funded.contains(&StatusCode::OK), "{funded:?}");
+    assert_eq!(one.events_of_type("FundsDeposited").await, 1);
+    assert_eq!(one.charges().await, 1);
+    let submitted = two
+        .post(
+            &hired.freelancer,
+            &format!("{milestone}/submit"),
+            &json!({ "note": "done" }),
+        )
+        .await;
+    assert_eq!(submitted.status, StatusCode::OK, "{:?}", submitted.json());
+    let approved = at_once_on_two(
+        [&one, &two],
+        40,
+        &hired.client.token,
+        &format!("{milestone}/approve"),
+        json!({}),
+    )
+    .await;
+    assert_only(&approved, &ok_or_retry);
+    assert_eq!(one.events_of_type("FundsReleased").await, 1);
+    assert_eq!(one.events_of_type("EarningsCredited").await, 1);
+
+    // Accepts of different proposals of one gig, half on each server: one contract.
+    let client = one.user(&[Role::Client]);
+    let posted = one
+        .post(
+            &client,
+            "/v1/gigs",
+            &gigledger_tests::http::gig_body("Contested twice", 10_000),
+        )
+        .await;
+    let gig = posted.json()["id"].as_str().expect("a gig").to_owned();
+    let mut proposals = Vec::new();
+    for _ in 0..8 {
+        let freelancer = one.user(&[Role::Freelancer]);
+        let proposed = one
+            .post(
+                &freelancer,
+                &format!("/v1/gigs/{gig}/proposals"),
+                &proposal_body(&[10_000]),
+            )
+            .await;
+        assert_eq!(
+            proposed.status,
+            StatusCode::CREATED,
+            "{:?}",
+            proposed.json()
+        );
+        proposals.push(proposed.json()["id"].as_str().expect("an id").to_owned());
+    }
+    let mut accepts = Vec::new();
+    for (i, proposal) in proposals.iter().enumerate() {
+        let (api, token, path) = (
+            if i % 2 == 0 { one.clone() } else { two.clone() },
+            client.token.clone(),
+            format!("/v1/gigs/{gig}/proposals/{proposal}/accept"),
+        );
+        accepts.push(tokio::spawn(async move {
+            api.send(Method::POST, &path, Some(&token), Some(&json!({})), &[])
+                .await
+                .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for a in accepts {
+        statuses.push(a.await.expect("a request"));
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(one.events_of_type("ContractStarted").await, 2);
+    let auditor = one.user(&[Role::Auditor]);
+    let reconciled = two.get(&auditor, "/v1/audit/reconcile").await.json();
+    assert_eq!(reconciled["ok"], true, "{reconciled:?}");
+    for api in [one, two] {
+        Arc::into_inner(api).expect("the only handle").stop().await;
+    }
+    trial_balance_is_zero(&pool).await;
+}
