@@ -245,16 +245,12 @@ impl Handler for ProcessManager {
                     AnyEvent::Escrow(EscrowEvent::RefundFailed { milestone_id, .. }),
                 ) => {
                     // The refusals so far, this one included (the log up to this event).
-                    let refusals: i64 = sqlx::query_scalar(
-                        "select count(*) from events
-                          where aggregate_type = 'escrow' and aggregate_id = $1
-                            and event_type = 'RefundFailed' and sequence <= $2
-                            and payload->'RefundFailed'->>'milestone_id' = $3",
+                    let refusals = card_refund_refusals(
+                        &mut *tx,
+                        &event.aggregate_id,
+                        milestone_id.0,
+                        event.sequence,
                     )
-                    .bind(&event.aggregate_id)
-                    .bind(event.sequence)
-                    .bind(milestone_id.to_string())
-                    .fetch_one(&mut *tx)
                     .await?;
                     if refusals <= CARD_REFUND_ATTEMPTS {
                         let wait = chrono::Duration::hours(1 << (refusals - 1).clamp(0, 10));
@@ -395,6 +391,27 @@ async fn schedule(
     Ok(())
 }
 
+/// How many `RefundFailed` the escrow `contract` holds for `milestone`, up to its event
+/// `up_to_sequence`.
+async fn card_refund_refusals<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    contract: &str,
+    milestone: Uuid,
+    up_to_sequence: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from events
+          where aggregate_type = 'escrow' and aggregate_id = $1
+            and event_type = 'RefundFailed' and sequence <= $2
+            and payload->'RefundFailed'->>'milestone_id' = $3",
+    )
+    .bind(contract)
+    .bind(up_to_sequence)
+    .bind(milestone.to_string())
+    .fetch_one(db)
+    .await
+}
+
 /// Fires due timers by the injectable clock.
 pub struct TimerRunner {
     pool: PgPool,
@@ -512,16 +529,7 @@ impl TimerRunner {
 
     /// How many times the provider refused the milestone's card refund so far.
     async fn refusals(&self, contract: ContractId, milestone: Uuid) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "select count(*) from events
-              where aggregate_type = 'escrow' and aggregate_id = $1
-                and event_type = 'RefundFailed'
-                and payload->'RefundFailed'->>'milestone_id' = $2",
-        )
-        .bind(contract.to_string())
-        .bind(milestone.to_string())
-        .fetch_one(&self.pool)
-        .await
+        card_refund_refusals(&self.pool, &contract.to_string(), milestone, i64::MAX).await
     }
 
     /// The card refund of the milestone's `FundsRefunded`, made again under that event's key (so

@@ -98,6 +98,18 @@ pub struct Outcome {
     pub events: Vec<String>,
 }
 
+impl Outcome {
+    /// A step that found its work done: the aggregate at `version`, nothing written.
+    fn nothing_written(id: String, version: u64) -> Self {
+        Self {
+            id,
+            version,
+            position: None,
+            events: Vec::new(),
+        }
+    }
+}
+
 /// Why a command did not take effect.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -619,12 +631,7 @@ impl Services {
                     .payout(request.reference.payout_id)
                     .is_some_and(|p| p.status == gigledger_domain::PayoutStatus::Pending);
                 if !pending {
-                    return Ok(Outcome {
-                        id: user_id.to_string(),
-                        version,
-                        position: None,
-                        events: Vec::new(),
-                    });
+                    return Ok(Outcome::nothing_written(user_id.to_string(), version));
                 }
                 let answer = self.gateway.transfer(request.clone()).await;
                 match after_transfer(&request, &answer, self.now()) {
@@ -632,12 +639,7 @@ impl Services {
                         // The payout was settled meanwhile (a notice came first): done.
                         Err(ServiceError::Wallet(
                             WalletError::PayoutAlreadyFailed | WalletError::PayoutAlreadyPaid,
-                        )) => Ok(Outcome {
-                            id: user_id.to_string(),
-                            version,
-                            position: None,
-                            events: Vec::new(),
-                        }),
+                        )) => Ok(Outcome::nothing_written(user_id.to_string(), version)),
                         other => other,
                     },
                     None => Err(provider_failed(
@@ -650,13 +652,7 @@ impl Services {
                 milestone_id,
                 request,
             } => {
-                let answer = self.gateway.refund(request.clone()).await;
-                match after_refund(contract_id, milestone_id, &request, &answer, self.now()) {
-                    Some(next) => Box::pin(self.run_follow_up(next, metadata)).await,
-                    None => Err(provider_failed(
-                        answer.err().unwrap_or(GatewayError::Timeout),
-                    )),
-                }
+                Box::pin(self.card_refund(contract_id, milestone_id, request, None, metadata)).await
             }
         }
     }
@@ -670,16 +666,31 @@ impl Services {
         attempt: i64,
         metadata: &CommandMetadata,
     ) -> Result<Outcome, ServiceError> {
-        let FollowUp::Refund {
-            contract_id,
-            milestone_id,
-            request,
-        } = step
-        else {
-            return self.run_follow_up(step, metadata).await;
-        };
+        match step {
+            FollowUp::Refund {
+                contract_id,
+                milestone_id,
+                request,
+            } => {
+                self.card_refund(contract_id, milestone_id, request, Some(attempt), metadata)
+                    .await
+            }
+            other => self.run_follow_up(other, metadata).await,
+        }
+    }
+
+    /// Asks the provider to refund, then records what it answered (a refusal numbered with its
+    /// `attempt` when it is a retry); a transient failure records nothing.
+    async fn card_refund(
+        &self,
+        contract_id: ContractId,
+        milestone_id: MilestoneId,
+        request: RefundRequest,
+        attempt: Option<i64>,
+        metadata: &CommandMetadata,
+    ) -> Result<Outcome, ServiceError> {
         let answer = self.gateway.refund(request.clone()).await;
-        match after_refund(contract_id, milestone_id, &request, &answer, self.now()) {
+        let next = match after_refund(contract_id, milestone_id, &request, &answer, self.now()) {
             Some(FollowUp::Escrow(
                 id,
                 EscrowCommand::RecordRefundFailed {
@@ -689,24 +700,31 @@ impl Services {
                     at,
                 },
             )) => {
-                let numbered = format!("{reason} (attempt {attempt})")
-                    .chars()
-                    .take(gigledger_domain::escrow::MAX_REFUND_FAILURE_CHARS)
-                    .collect();
-                let command = EscrowCommand::RecordRefundFailed {
-                    milestone_id,
-                    reason: numbered,
-                    actor,
-                    at,
+                let reason = match attempt {
+                    Some(attempt) => format!("{reason} (attempt {attempt})")
+                        .chars()
+                        .take(gigledger_domain::escrow::MAX_REFUND_FAILURE_CHARS)
+                        .collect(),
+                    None => reason,
                 };
-                self.run_follow_up(FollowUp::Escrow(id, command), metadata)
-                    .await
+                FollowUp::Escrow(
+                    id,
+                    EscrowCommand::RecordRefundFailed {
+                        milestone_id,
+                        reason,
+                        actor,
+                        at,
+                    },
+                )
             }
-            Some(next) => self.run_follow_up(next, metadata).await,
-            None => Err(provider_failed(
-                answer.err().unwrap_or(GatewayError::Timeout),
-            )),
-        }
+            Some(next) => next,
+            None => {
+                return Err(provider_failed(
+                    answer.err().unwrap_or(GatewayError::Timeout),
+                ))
+            }
+        };
+        self.run_follow_up(next, metadata).await
     }
 
     /// The steps `event` (stored with `event_id` on stream `aggregate_id`) calls for, with the

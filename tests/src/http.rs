@@ -486,3 +486,15 @@ impl TestApi {
             .expect("charges counted")
     }
 }
+
+/// Asserts that every currency's journal lines (the escrows' and the wallets') sum to zero.
+pub async fn assert_trial_balance_is_zero(pool: &PgPool) {
+    let balances = gigledger_projections::read::ledger::trial_balance(pool, None)
+        .await
+        .expect("the trial balance");
+    let mut per_currency = std::collections::BTreeMap::<String, i128>::new();
+    for b in &balances {
+        *per_currency.entry(b.currency.clone()).or_default() += b.balance;
+    }
+    assert!(per_currency.values().all(|sum| *sum == 0), "{balances:?}");
+}

@@ -18,7 +18,9 @@ use gigledger_domain::gateway::{
     OnboardReceipt, OnboardRequest, RefundReceipt, RefundRequest, TransferReceipt, TransferRequest,
 };
 use gigledger_domain::{ChargeReceipt, ChargeRequest, GatewayError, PaymentGateway, Role};
-use gigledger_tests::http::{auth_settings, Hired, TestApi, User, WEBHOOK_SECRET};
+use gigledger_tests::http::{
+    assert_trial_balance_is_zero, auth_settings, Hired, TestApi, User, WEBHOOK_SECRET,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -135,17 +137,6 @@ async fn available_reaches(api: &TestApi, freelancer: &User, amount: i64) {
     .await;
 }
 
-async fn trial_balance_is_zero(pool: &PgPool) {
-    let balances = gigledger_projections::read::ledger::trial_balance(pool, None)
-        .await
-        .expect("the trial balance");
-    let mut per_currency = std::collections::BTreeMap::<String, i128>::new();
-    for b in &balances {
-        *per_currency.entry(b.currency.clone()).or_default() += b.balance;
-    }
-    assert!(per_currency.values().all(|sum| *sum == 0), "{balances:?}");
-}
-
 async fn reconciled(api: &TestApi) -> Value {
     let auditor = api.user(&[Role::Auditor]);
     let answer = api.get(&auditor, "/v1/audit/reconcile").await;
@@ -242,7 +233,7 @@ async fn a_freelancer_is_paid_out_and_a_cancelled_deposit_returns_to_the_card(po
         (lines == 4).then_some(())
     })
     .await;
-    trial_balance_is_zero(&pool).await;
+    assert_trial_balance_is_zero(&pool).await;
     let report = reconciled(&api).await;
     assert_eq!(report["ok"], true, "{report:?}");
 
@@ -534,7 +525,7 @@ async fn a_transfer_reported_failed_later_puts_the_money_back(pool: PgPool) {
     .await
     .expect("summed");
     assert_eq!(sent, 0);
-    trial_balance_is_zero(&pool).await;
+    assert_trial_balance_is_zero(&pool).await;
     eventually("reconcile clean", || async {
         (reconciled(&api).await["ok"] == true).then_some(())
     })

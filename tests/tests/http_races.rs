@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use gigledger_domain::Role;
-use gigledger_tests::http::{proposal_body, TestApi};
+use gigledger_tests::http::{assert_trial_balance_is_zero, proposal_body, TestApi};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
 
-/// Sends `n` copies of one request at once (each with its own idempotency key) and returns the
-/// statuses.
+/// Sends `n` copies of one request at once, each with its own idempotency key, spread over
+/// `servers` in turn (one server, or several on one database), and returns the statuses.
 async fn at_once(
-    api: &Arc<TestApi>,
+    servers: &[&Arc<TestApi>],
     n: usize,
     token: &str,
     path: &str,
@@ -20,8 +20,12 @@ async fn at_once(
 ) -> Vec<StatusCode> {
     let mut sent = Vec::new();
     for i in 0..n {
-        let (api, token, path, body) =
-            (api.clone(), token.to_owned(), path.to_owned(), body.clone());
+        let (api, token, path, body) = (
+            servers[i % servers.len()].clone(),
+            token.to_owned(),
+            path.to_owned(),
+            body.clone(),
+        );
         sent.push(tokio::spawn(async move {
             let key = format!("race-{}-{i}", uuid::Uuid::now_v7());
             api.send(
@@ -51,17 +55,6 @@ fn assert_only(statuses: &[StatusCode], allowed: &[StatusCode]) {
     }
 }
 
-async fn trial_balance_is_zero(pool: &PgPool) {
-    let balances = gigledger_projections::read::ledger::trial_balance(pool, None)
-        .await
-        .expect("the trial balance");
-    let mut per_currency = std::collections::BTreeMap::<String, i128>::new();
-    for b in &balances {
-        *per_currency.entry(b.currency.clone()).or_default() += b.balance;
-    }
-    assert!(per_currency.values().all(|sum| *sum == 0), "{balances:?}");
-}
-
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
 async fn fifty_fundings_with_different_keys_charge_once_and_fifty_approvals_release_once(
     pool: PgPool,
@@ -70,7 +63,7 @@ async fn fifty_fundings_with_different_keys_charge_once_and_fifty_approvals_rele
     let hired = api.hire(&[20_000]).await;
     let milestone = hired.milestone_path(0);
     let statuses = at_once(
-        &api,
+        &[&api],
         50,
         &hired.client.token,
         &format!("{milestone}/fund"),
@@ -98,7 +91,7 @@ async fn fifty_fundings_with_different_keys_charge_once_and_fifty_approvals_rele
         .await;
     assert_eq!(submitted.status, StatusCode::OK);
     let statuses = at_once(
-        &api,
+        &[&api],
         50,
         &hired.client.token,
         &format!("{milestone}/approve"),
@@ -123,7 +116,7 @@ async fn fifty_fundings_with_different_keys_charge_once_and_fifty_approvals_rele
     let api = Arc::into_inner(api).expect("the only handle");
     api.stop().await;
     // Every line the workers wrote by now still balances.
-    trial_balance_is_zero(&pool).await;
+    assert_trial_balance_is_zero(&pool).await;
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
@@ -194,97 +187,59 @@ async fn concurrent_accepts_of_different_proposals_on_one_gig_start_one_contract
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
 async fn a_dispute_and_an_approval_at_once_one_wins_and_the_ledger_balances(pool: PgPool) {
-    {
-        let api = Arc::new(TestApi::start(pool.clone()).await);
-        let hired = api.hire(&[20_000]).await;
-        let milestone = hired.milestone_path(0);
-        for (user, step, body) in [
-            (&hired.client, "fund", json!({})),
-            (&hired.freelancer, "submit", json!({ "note": "done" })),
-        ] {
-            let answer = api.post(user, &format!("{milestone}/{step}"), &body).await;
-            assert_eq!(answer.status, StatusCode::OK, "{step}");
-        }
-        let approve = {
-            let (api, token, path) = (
-                api.clone(),
-                hired.client.token.clone(),
-                format!("{milestone}/approve"),
-            );
-            tokio::spawn(async move {
-                api.send(Method::POST, &path, Some(&token), Some(&json!({})), &[])
-                    .await
-                    .status
-            })
-        };
-        let dispute = {
-            let (api, token, path, body) = (
-                api.clone(),
-                hired.freelancer.token.clone(),
-                format!("{}/disputes", hired.contract_path()),
-                json!({ "milestone_id": hired.milestones[0], "reason": "not paid" }),
-            );
-            tokio::spawn(async move {
-                api.send(Method::POST, &path, Some(&token), Some(&body), &[])
-                    .await
-                    .status
-            })
-        };
-        let (approved, disputed) = (
-            approve.await.expect("a request"),
-            dispute.await.expect("a request"),
-        );
-        let released = api.events_of_type("FundsReleased").await;
-        let frozen = api.events_of_type("FundsFrozen").await;
-        assert!(
-            (approved == StatusCode::OK && released == 1 && frozen == 0)
-                || (disputed.is_success() && frozen == 1 && released == 0),
-            "approve {approved}, dispute {disputed}, released {released}, frozen {frozen}"
-        );
-        assert!(
-            !(approved == StatusCode::OK && disputed.is_success()),
-            "both won: approve {approved}, dispute {disputed}"
-        );
-        let api = Arc::into_inner(api).expect("the only handle");
-        api.stop().await;
-        trial_balance_is_zero(&pool).await;
+    let api = Arc::new(TestApi::start(pool.clone()).await);
+    let hired = api.hire(&[20_000]).await;
+    let milestone = hired.milestone_path(0);
+    for (user, step, body) in [
+        (&hired.client, "fund", json!({})),
+        (&hired.freelancer, "submit", json!({ "note": "done" })),
+    ] {
+        let answer = api.post(user, &format!("{milestone}/{step}"), &body).await;
+        assert_eq!(answer.status, StatusCode::OK, "{step}");
     }
-}
-
-/// Sends `n` copies of one request, alternating between two servers on one database.
-async fn at_once_on_two(
-    servers: [&Arc<TestApi>; 2],
-    n: usize,
-    token: &str,
-    path: &str,
-    body: serde_json::Value,
-) -> Vec<StatusCode> {
-    let mut sent = Vec::new();
-    for i in 0..n {
+    let approve = {
+        let (api, token, path) = (
+            api.clone(),
+            hired.client.token.clone(),
+            format!("{milestone}/approve"),
+        );
+        tokio::spawn(async move {
+            api.send(Method::POST, &path, Some(&token), Some(&json!({})), &[])
+                .await
+                .status
+        })
+    };
+    let dispute = {
         let (api, token, path, body) = (
-            servers[i % 2].clone(),
-            token.to_owned(),
-            path.to_owned(),
-            body.clone(),
+            api.clone(),
+            hired.freelancer.token.clone(),
+            format!("{}/disputes", hired.contract_path()),
+            json!({ "milestone_id": hired.milestones[0], "reason": "not paid" }),
         );
-        sent.push(tokio::spawn(async move {
-            let key = format!("two-{}-{i}", uuid::Uuid::now_v7());
-            api.send(
-                Method::POST,
-                &path,
-                Some(&token),
-                Some(&body),
-                &[("idempotency-key", key.as_str())],
-            )
-            .await
-            .status
-        }));
-    }
-    let mut statuses = Vec::new();
-    for s in sent {
-        statuses.push(s.await.expect("a request"));
-    }
-    statuses
+        tokio::spawn(async move {
+            api.send(Method::POST, &path, Some(&token), Some(&body), &[])
+                .await
+                .status
+        })
+    };
+    let (approved, disputed) = (
+        approve.await.expect("a request"),
+        dispute.await.expect("a request"),
+    );
+    let released = api.events_of_type("FundsReleased").await;
+    let frozen = api.events_of_type("FundsFrozen").await;
+    assert!(
+        (approved == StatusCode::OK && released == 1 && frozen == 0)
+            || (disputed.is_success() && frozen == 1 && released == 0),
+        "approve {approved}, dispute {disputed}, released {released}, frozen {frozen}"
+    );
+    assert!(
+        !(approved == StatusCode::OK && disputed.is_success()),
+        "both won: approve {approved}, dispute {disputed}"
+    );
+    let api = Arc::into_inner(api).expect("the only handle");
+    api.stop().await;
+    assert_trial_balance_is_zero(&pool).await;
 }
 
 #[sqlx::test(migrator = "gigledger_projections::MIGRATOR")]
@@ -299,8 +254,8 @@ async fn two_servers_on_one_database_charge_once_release_once_and_hire_once(pool
         StatusCode::CONFLICT,
         StatusCode::SERVICE_UNAVAILABLE,
     ];
-    let funded = at_once_on_two(
-        [&one, &two],
+    let funded = at_once(
+        &[&one, &two],
         40,
         &hired.client.token,
         &format!("{milestone}/fund"),
@@ -319,8 +274,8 @@ async fn two_servers_on_one_database_charge_once_release_once_and_hire_once(pool
         )
         .await;
     assert_eq!(submitted.status, StatusCode::OK, "{:?}", submitted.json());
-    let approved = at_once_on_two(
-        [&one, &two],
+    let approved = at_once(
+        &[&one, &two],
         40,
         &hired.client.token,
         &format!("{milestone}/approve"),
@@ -391,5 +346,5 @@ async fn two_servers_on_one_database_charge_once_release_once_and_hire_once(pool
     for api in [one, two] {
         Arc::into_inner(api).expect("the only handle").stop().await;
     }
-    trial_balance_is_zero(&pool).await;
+    assert_trial_balance_is_zero(&pool).await;
 }

@@ -177,9 +177,7 @@ pub(crate) async fn funnel(
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
-    require_any(&caller, &[Role::Analyst, Role::Admin])?;
-    let (from, to) = range.days(state.services.now().date_naive());
-    let position = min.wait(&state, &[analytics::NAME]).await?;
+    let (from, to, position) = analyst_range(&state, &caller, min, &range).await?;
     let funnel = analytics::funnel(&state.pool, from, to)
         .await
         .map_err(range_error)?;
@@ -220,9 +218,7 @@ pub(crate) async fn time_to_hire(
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
-    require_any(&caller, &[Role::Analyst, Role::Admin])?;
-    let (from, to) = range.days(state.services.now().date_naive());
-    let position = min.wait(&state, &[analytics::NAME]).await?;
+    let (from, to, position) = analyst_range(&state, &caller, min, &range).await?;
     let figures = analytics::time_to_hire(&state.pool, from, to)
         .await
         .map_err(range_error)?;
@@ -249,9 +245,7 @@ pub(crate) async fn disputes(
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
-    require_any(&caller, &[Role::Analyst, Role::Admin])?;
-    let (from, to) = range.days(state.services.now().date_naive());
-    let position = min.wait(&state, &[analytics::NAME]).await?;
+    let (from, to, position) = analyst_range(&state, &caller, min, &range).await?;
     let figures = analytics::disputes(&state.pool, from, to)
         .await
         .map_err(range_error)?;
@@ -294,9 +288,7 @@ pub(crate) async fn skills(
     min: MinPosition,
     ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
-    require_any(&caller, &[Role::Analyst, Role::Admin])?;
-    let (from, to) = range.days(state.services.now().date_naive());
-    let position = min.wait(&state, &[analytics::NAME]).await?;
+    let (from, to, position) = analyst_range(&state, &caller, min, &range).await?;
     let figures = analytics::skills(&state.pool, from, to)
         .await
         .map_err(range_error)?;
@@ -308,4 +300,19 @@ pub(crate) async fn skills(
         return csv_answer(position, &["skill", "gigs", "proposals"], rows);
     }
     Ok(query::answer(position, &figures))
+}
+
+/// What every range route does first: only analysts and admins; the range's days (the last 30
+/// by default); the analytics model caught up with `X-Min-Position`. Answers the days and the
+/// position the figures reflect.
+async fn analyst_range(
+    state: &AppState,
+    caller: &gigledger_domain::Actor,
+    min: MinPosition,
+    range: &Range,
+) -> Result<(chrono::NaiveDate, chrono::NaiveDate, i64), ApiError> {
+    require_any(caller, &[Role::Analyst, Role::Admin])?;
+    let (from, to) = range.days(state.services.now().date_naive());
+    let position = min.wait(state, &[analytics::NAME]).await?;
+    Ok((from, to, position))
 }

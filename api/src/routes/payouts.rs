@@ -237,7 +237,10 @@ pub async fn receive(
     };
     notice::verify(secret, signature, body, state.services.now().timestamp())
         .map_err(|e| ApiError::bad_request(SIGNATURE_HEADER, e.to_string()))?;
-    let envelope: NoticeEnvelope = crate::error::parse_json(body)?;
+    // Read once: the whole notice is recorded as it came, and its envelope read from it.
+    let whole: serde_json::Value = crate::error::parse_json(body)?;
+    let envelope = NoticeEnvelope::deserialize(&whole)
+        .map_err(|e| ApiError::validation("body", format!("not a provider notice: {e}")))?;
     if envelope.id.is_empty()
         || envelope.id.len() > 200
         || envelope.id.chars().any(char::is_control)
@@ -247,7 +250,6 @@ pub async fn receive(
             "1 to 200 characters, no control characters",
         ));
     }
-    let whole: serde_json::Value = crate::error::parse_json(body)?;
     match notice::record(&state.pool, &envelope, &whole)
         .await
         .map_err(|e| read_failed(&e))?
